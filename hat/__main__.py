@@ -1,0 +1,5 @@
+import sys
+
+from hat.cli import main
+
+sys.exit(main())

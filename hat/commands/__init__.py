@@ -1,0 +1,1 @@
+"""One module per `hat` subcommand; each exposes `register(subparsers)`."""

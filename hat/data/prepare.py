@@ -1,0 +1,159 @@
+"""From raw splits to a training-ready directory: raw text, SPM, dictionaries, binaries, meta.
+
+Each stage records its parameters in `.stages/<stage>.json` and is skipped when a rerun
+asks for the same thing and its outputs exist, so `hat prepare` is idempotent.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from hat.data.dataset import write_indexed
+from hat.data.dictionary import Dictionary
+from hat.data.text import Split, read_lines, read_parallel, write_split
+from hat.data.tokenizer import dictionary_from_spm, load_spm, train_spm
+from hat.errors import DataError
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "valid", "test")
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_stage(out: Path, name: str, params: dict, outputs: list[Path], fn: Callable[[], None]) -> bool:
+    """Run `fn` unless a previous run with the same `params` left all `outputs`; True if run."""
+    marker = out / ".stages" / f"{name}.json"
+    key = _digest(params)
+    if marker.is_file() and all(p.exists() for p in outputs):
+        try:
+            if json.loads(marker.read_text()).get("key") == key:
+                log.info("stage %s: up to date, skipped", name)
+                return False
+        except json.JSONDecodeError:
+            pass
+    fn()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"key": key, "params": params, "time": time.time()}, indent=1))
+    return True
+
+
+def _raw_digest(raw: Path, src: str, tgt: str) -> str:
+    h = hashlib.sha256()
+    for s in SPLITS:
+        for ext in (src, tgt, "origin"):
+            p = raw / f"{s}.{ext}"
+            if p.is_file():
+                h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_from_splits(
+    out: str | Path,
+    splits: dict[str, Split],
+    src: str,
+    tgt: str,
+    *,
+    vocab_size: int = 8000,
+    seed: int = 1,
+    command: str = "",
+    extra_meta: dict | None = None,
+) -> dict:
+    """Write the full `hat prepare` layout in `out` from in-memory splits; return meta."""
+    out = Path(out)
+    raw = out / "raw"
+    if src == tgt:
+        raise DataError(f"source and target language are both {src!r}")
+    if "train" not in splits or len(splits["train"]) == 0:
+        raise DataError(f"{out}: no training pairs")
+    raw.mkdir(parents=True, exist_ok=True)
+    names = [s for s in SPLITS if s in splits]
+
+    def write_raw() -> None:
+        for name in names:
+            write_split(raw, name, splits[name], src, tgt)
+    raw_params = {"digest": _digest([[splits[n].src, splits[n].tgt, splits[n].origin] for n in names])}
+    run_stage(out, "raw", raw_params, [raw / f"{n}.{e}" for n in names for e in (src, tgt, "origin")], write_raw)
+    return build_from_raw(out, src, tgt, vocab_size=vocab_size, seed=seed, command=command, extra_meta=extra_meta)
+
+
+def build_from_raw(out: str | Path, src: str, tgt: str, *, vocab_size: int = 8000, seed: int = 1,
+                   command: str = "", extra_meta: dict | None = None) -> dict:
+    """SPM, dictionaries, binaries and meta.json from `out/raw/{split}.{src,tgt,origin}`."""
+    out = Path(out)
+    raw = out / "raw"
+    names = [s for s in SPLITS if (raw / f"{s}.{src}").is_file()]
+    data = {n: Split(read_lines(raw / f"{n}.{src}"), read_lines(raw / f"{n}.{tgt}"),
+                     read_lines(raw / f"{n}.origin")) for n in names}
+    rd = _raw_digest(raw, src, tgt)
+    train = data["train"]
+    spm_prefix = out / "spm"
+    spm_params = {"raw": rd, "vocab_size": vocab_size, "seed": seed}
+    run_stage(out, "spm", spm_params, [out / "spm.model", out / "spm.vocab"],
+              lambda: train_spm(train.src + train.tgt, spm_prefix, vocab_size, seed=seed))
+    sp = load_spm(out / "spm.model")
+
+    dict_paths = [out / f"dict.{src}.txt", out / f"dict.{tgt}.txt"]
+
+    def write_dicts() -> None:
+        d = dictionary_from_spm(sp, tqdm(train.src + train.tgt, desc="count pieces", unit="sent",
+                                         disable=None, leave=False))
+        for p in dict_paths:
+            d.save(p)
+    run_stage(out, "dict", spm_params, dict_paths, write_dicts)
+    d = Dictionary.load(dict_paths[0])
+
+    def binarize() -> None:
+        for n in names:
+            for lang, lines in ((src, data[n].src), (tgt, data[n].tgt)):
+                it = tqdm(lines, desc=f"binarize {n}.{lang}", unit="sent", disable=None, leave=False)
+                write_indexed(out / f"{n}.{lang}", (d.encode_pieces(p) for p in
+                                                    (sp.encode(x, out_type=str) for x in it)))
+    bins = [out / f"{n}.{lang}.{e}" for n in names for lang in (src, tgt) for e in ("bin", "idx")]
+    run_stage(out, "binarize", spm_params, bins, binarize)
+
+    meta = {
+        "src": src, "tgt": tgt, "vocab_size": len(d), "spm_vocab_size": sp.get_piece_size(),
+        "requested_vocab_size": vocab_size, "seed": seed,
+        "splits": {n: len(data[n]) for n in names},
+        "origins": {n: dict(sorted(Counter(data[n].origin).items())) for n in names},
+        "tokens": {n: {lang: int(np.fromfile(out / f"{n}.{lang}.idx", dtype=np.int64)[-1])
+                       for lang in (src, tgt)} for n in names},
+        "command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if extra_meta:
+        meta.update(extra_meta)
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return meta
+
+
+def prepare_text(out: str | Path, src: str, tgt: str, trainpref: str, validpref: str,
+                 testpref: str | None = None, *, vocab_size: int = 8000, seed: int = 1,
+                 command: str = "") -> dict:
+    """`hat prepare text`: validate raw parallel files and build the output layout."""
+    splits = {"train": read_parallel(trainpref, src, tgt), "valid": read_parallel(validpref, src, tgt)}
+    if testpref:
+        splits["test"] = read_parallel(testpref, src, tgt)
+    return build_from_splits(out, splits, src, tgt, vocab_size=vocab_size, seed=seed, command=command)
+
+
+def summary(meta: dict) -> str:
+    """Human-readable table of pairs per split and origin."""
+    origins = sorted({o for c in meta["origins"].values() for o in c})
+    names = list(meta["splits"])
+    w = max([len(o) for o in origins] + [6])
+    lines = [f"{'origin':<{w}} " + " ".join(f"{n:>8}" for n in names)]
+    for o in origins:
+        lines.append(f"{o:<{w}} " + " ".join(f"{meta['origins'][n].get(o, 0):>8}" for n in names))
+    lines.append(f"{'total':<{w}} " + " ".join(f"{meta['splits'][n]:>8}" for n in names))
+    lines.append(f"vocabulary: {meta['vocab_size']} symbols (dict incl. 4 specials)")
+    return "\n".join(lines)

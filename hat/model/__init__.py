@@ -1,0 +1,16 @@
+"""SuperTransformer, standalone SubTransformer and generation."""
+from hat.model.generate import beam_search, greedy_search
+from hat.model.sub import SubTransformer, extract
+from hat.model.super import SuperTransformer
+from hat.model.transformer import EncoderDecoder, EncoderOut, ModelArgs
+
+__all__ = [
+    "EncoderDecoder",
+    "EncoderOut",
+    "ModelArgs",
+    "SubTransformer",
+    "SuperTransformer",
+    "beam_search",
+    "extract",
+    "greedy_search",
+]

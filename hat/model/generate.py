@@ -1,0 +1,163 @@
+"""Greedy and beam search with a KV cache (encoder K/V computed once per layer).
+
+Beam search follows fairseq's SequenceGenerator so that exported models decode alike:
+the decoder starts from EOS, a hypothesis is scored by its summed log-probability over
+`(length incl. EOS) ** lenpen`, only EOS among the top `beam` candidates finalizes, and a
+sentence stops once `beam` hypotheses are finished. The length limit is per sentence:
+`max_len_a * src_len + max_len_b` tokens, `src_len` counting the source EOS.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from hat.model.transformer import EncoderDecoder
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without the final EOS
+    score: float  # length-normalised log-probability
+    positional_scores: list[float]
+
+
+def _max_lens(src_tokens: torch.Tensor, pad: int, a: float, b: int, max_positions: int) -> list[int]:
+    lens = src_tokens.ne(pad).sum(1).tolist()
+    return [max(1, min(int(a * n + b), max_positions - 1)) for n in lens]
+
+
+@torch.no_grad()
+def greedy_search(
+    model: EncoderDecoder,
+    src_tokens: torch.Tensor,
+    src_lengths: torch.Tensor | None = None,
+    *,
+    eos: int = 2,
+    pad: int = 1,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+) -> list[Hypothesis]:
+    """Batched greedy decoding; returns one hypothesis per source sentence."""
+    model.eval()
+    bsz = src_tokens.size(0)
+    enc = model.encode(src_tokens, src_lengths)
+    max_lens = _max_lens(src_tokens, pad, max_len_a, max_len_b, model.args.max_positions)
+    limit = torch.tensor(max_lens, device=src_tokens.device)
+    tokens = torch.full((bsz, 1), eos, dtype=torch.long, device=src_tokens.device)
+    done = torch.zeros(bsz, dtype=torch.bool, device=src_tokens.device)
+    logps: list[torch.Tensor] = []
+    cache: list[dict] = []
+    for step in range(max(max_lens) + 1):
+        lprobs = model.decode_step(tokens, enc, cache)
+        lprobs[:, pad] = -math.inf
+        if step == 0:
+            lprobs[:, eos] = -math.inf  # fairseq's min_len=1: no empty output
+        force = limit.le(step)
+        lprobs[force] = -math.inf
+        lprobs[force, eos] = 0.0
+        lp, nxt = lprobs.max(dim=-1)
+        nxt = nxt.masked_fill(done, pad)
+        tokens = torch.cat([tokens, nxt.unsqueeze(1)], dim=1)
+        logps.append(lp)
+        done |= nxt.eq(eos)
+        if bool(done.all()):
+            break
+    out = []
+    lp_all = torch.stack(logps, dim=1)
+    for i in range(bsz):
+        seq = tokens[i, 1:].tolist()
+        n = seq.index(eos) if eos in seq else len(seq)
+        scores = lp_all[i, : n + 1].tolist()
+        out.append(Hypothesis(seq[:n], sum(scores) / max(1, n + 1), scores))
+    return out
+
+
+@torch.no_grad()
+def beam_search(
+    model: EncoderDecoder,
+    src_tokens: torch.Tensor,
+    src_lengths: torch.Tensor | None = None,
+    *,
+    beam: int = 4,
+    lenpen: float = 1.0,
+    eos: int = 2,
+    pad: int = 1,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    nbest: int = 1,
+) -> list[list[Hypothesis]]:
+    """Batched beam search; returns the `nbest` best hypotheses per source sentence."""
+    model.eval()
+    device = src_tokens.device
+    bsz = src_tokens.size(0)
+    max_lens = _max_lens(src_tokens, pad, max_len_a, max_len_b, model.args.max_positions)
+    enc = model.encode(src_tokens, src_lengths)
+    rows = torch.arange(bsz, device=device).repeat_interleave(beam)
+    enc = enc.reorder(rows)
+    active = list(range(bsz))  # sentence ids still decoding, in row-block order
+    tokens = torch.full((bsz * beam, 1), eos, dtype=torch.long, device=device)
+    scores = torch.zeros(bsz * beam, device=device)
+    pos_scores = torch.zeros(bsz * beam, 0, device=device)
+    finished: list[list[Hypothesis]] = [[] for _ in range(bsz)]
+    cache: list[dict] = []
+    step = 0
+    while active:
+        n = len(active)
+        lprobs = model.decode_step(tokens, enc, cache)
+        V = lprobs.size(-1)
+        lprobs[:, pad] = -math.inf
+        if step == 0:
+            lprobs[:, eos] = -math.inf
+        limit = torch.tensor([max_lens[s] for s in active], device=device).repeat_interleave(beam)
+        force = limit.le(step)
+        lprobs[force] = -math.inf
+        lprobs[force, eos] = 0.0
+        cand = scores.unsqueeze(1) + lprobs  # (n*beam, V)
+        if step == 0:  # all beams are identical: expand only the first
+            cand = cand.view(n, beam, V)
+            cand[:, 1:, :] = -math.inf
+        cand = cand.view(n, beam * V)
+        k = min(2 * beam, cand.size(1))
+        top_scores, top_idx = cand.topk(k, dim=1)
+        top_beam, top_tok = top_idx // V, top_idx % V
+        keep_rows, keep_tok, keep_scores, still = [], [], [], []
+        top_scores_l, top_beam_l, top_tok_l = top_scores.tolist(), top_beam.tolist(), top_tok.tolist()
+        for j, sent in enumerate(active):
+            chosen: list[tuple[int, int, float]] = []
+            for r in range(k):
+                sc, b, t = top_scores_l[j][r], top_beam_l[j][r], top_tok_l[j][r]
+                if sc == -math.inf:
+                    continue
+                row = j * beam + b
+                if t == eos:
+                    if r < beam and len(finished[sent]) < beam:
+                        ps = pos_scores[row].tolist() + [sc - scores[row].item()]
+                        finished[sent].append(Hypothesis(tokens[row, 1:].tolist(), sc / (step + 1) ** lenpen, ps))
+                elif len(chosen) < beam:
+                    chosen.append((row, t, sc))
+            if len(finished[sent]) >= beam or not chosen:
+                continue
+            while len(chosen) < beam:  # fewer live candidates than beams (tiny vocab): repeat the best
+                chosen.append(chosen[0])
+            still.append(sent)
+            for row, t, sc in chosen:
+                keep_rows.append(row)
+                keep_tok.append(t)
+                keep_scores.append(sc)
+        if not still:
+            break
+        order = torch.tensor(keep_rows, device=device)
+        new_tok = torch.tensor(keep_tok, device=device)
+        new_scores = torch.tensor(keep_scores, device=device, dtype=scores.dtype)
+        step_lp = new_scores - scores.index_select(0, order)
+        pos_scores = torch.cat([pos_scores.index_select(0, order), step_lp.unsqueeze(1)], dim=1)
+        tokens = torch.cat([tokens.index_select(0, order), new_tok.unsqueeze(1)], dim=1)
+        scores = new_scores
+        model.reorder_cache(cache, order)
+        if len(still) != n:
+            enc = enc.reorder(order)  # rows of finished sentences leave the batch
+        active = still
+        step += 1
+    return [sorted(f, key=lambda h: -h.score)[:nbest] for f in finished]
