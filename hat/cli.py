@@ -1,7 +1,8 @@
 """`hat` command line: a registry of subcommands.
 
 Each subcommand lives in its own module under `hat.commands` and exposes
-`register(subparsers)` (adds its parser and sets `func`). New commands are declared
+`register(subparsers)` (adds its parser, whose name may differ from the module's, e.g.
+`fit_predictor` registers `fit-predictor`, and sets `func`). New commands are declared
 by adding their module name to COMMANDS, the way fairseq registers tasks and models.
 """
 from __future__ import annotations
@@ -14,6 +15,11 @@ from hat.errors import HatError
 
 COMMANDS = [
     "info",
+    "measure",
+    "fit_predictor",
+    "prepare",
+    "train",
+    "search",
 ]
 
 

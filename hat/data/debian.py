@@ -423,8 +423,9 @@ def gather_wesnoth(apt: Apt, lang: str, work: Path) -> list[Pair]:
     debs = apt.download(pkgs)
     out: list[Pair] = []
     for p, deb in tqdm(sorted(debs.items()), desc="wesnoth packages", unit="pkg", disable=None, leave=False):
-        root = extract_deb(deb, work / p, lambda n: f"/locale/{lang}/LC_MESSAGES/" in n and n.endswith(".mo"))
-        for mo in sorted(root.rglob("*.mo")):
+        # one extraction dir per language: each holds only that language's catalogs
+        root = extract_deb(deb, work / f"{p}.{lang}", lambda n: f"/locale/{lang}/LC_MESSAGES/" in n and n.endswith(".mo"))
+        for mo in sorted(root.rglob(f"locale/{lang}/LC_MESSAGES/*.mo")):
             out.extend(pair_mo(read_mo(mo)))
     if not out:
         raise DataError(f"no {lang} catalogs in {len(debs)} wesnoth packages")
@@ -474,9 +475,8 @@ def gather(lang: str, cache: str | Path, origins: Iterable[str] = ORIGINS) -> di
                 apt.update()
                 updated = True
             pairs = GATHERERS[origin](apt, lang, work)
-        except (DataError, OSError, subprocess.SubprocessError) as e:
-            log.warning("source %s skipped: %s", origin, e)
-            print(f"warning: source {origin} skipped: {e}", flush=True)
+        except Exception as e:  # one broken source must not sink the others
+            log.warning("source %s skipped: %s%s", origin, "" if isinstance(e, DataError) else f"{type(e).__name__}: ", e)
             continue
         _save_tsv(tsv, pairs)
         result[origin] = pairs

@@ -79,6 +79,11 @@ def build_from_splits(
     names = [s for s in SPLITS if s in splits]
 
     def write_raw() -> None:
+        for name in SPLITS:  # drop a split left over from an earlier run of this out dir
+            if name not in names:
+                for p in [raw / f"{name}.{e}" for e in (src, tgt, "origin")] + \
+                         [out / f"{name}.{lang}.{e}" for lang in (src, tgt) for e in ("bin", "idx")]:
+                    p.unlink(missing_ok=True)
         for name in names:
             write_split(raw, name, splits[name], src, tgt)
     raw_params = {"digest": _digest([[splits[n].src, splits[n].tgt, splits[n].origin] for n in names])}
@@ -157,3 +162,33 @@ def summary(meta: dict) -> str:
     lines.append(f"{'total':<{w}} " + " ".join(f"{meta['splits'][n]:>8}" for n in names))
     lines.append(f"vocabulary: {meta['vocab_size']} symbols (dict incl. 4 specials)")
     return "\n".join(lines)
+
+
+def prepare_debian(out: str | Path, pair: str = "de-en", *, cache: str | Path = "data/cache",
+                   vocab_size: int = 8000, valid_size: int = 2000, test_size: int = 2000,
+                   seed: int = 1, max_chars: int = 250, command: str = "") -> dict:
+    """`hat prepare debian`: gather Debian sources, filter, split by source, build layout."""
+    from hat.data.debian import gather  # apt-only code, imported on demand
+    from hat.data.text import filter_pairs, split_by_source
+
+    try:
+        src, tgt = pair.split("-")
+    except ValueError:
+        raise DataError(f"--pair {pair!r}: expected SRC-TGT such as de-en") from None
+    if tgt != "en" and src == "en":
+        lang, forward = tgt, False
+    elif tgt == "en":
+        lang, forward = src, True
+    else:
+        raise DataError(f"--pair {pair!r}: one side must be en (de-en, fr-en, en-de, en-fr)")
+    t0 = time.time()
+    gathered = gather(lang, cache)
+    triples = [((a, b) if forward else (b, a)) + (o,) for o, ps in gathered.items() for a, b in ps]
+    kept, dropped = filter_pairs(triples, max_chars=max_chars)
+    print(f"filtered: {len(kept)} of {len(triples)} pairs kept; dropped " +
+          ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())), flush=True)
+    splits = split_by_source(kept, valid_size, test_size, seed)
+    extra = {"corpus": "debian", "raw_pairs": {o: len(p) for o, p in gathered.items()},
+             "dropped": dict(dropped), "gather_seconds": round(time.time() - t0, 1)}
+    return build_from_splits(out, splits, src, tgt, vocab_size=vocab_size, seed=seed,
+                             command=command, extra_meta=extra)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,8 +100,9 @@ def write_split(raw_dir: str | Path, name: str, split: Split, src: str, tgt: str
 
 
 def normalize(s: str) -> str:
-    """Collapse internal whitespace (corpus lines must be single lines)."""
-    return " ".join(s.split())
+    """NFKC-normalize and collapse whitespace, so corpus lines are single lines and
+    equivalent characters (e.g. '…' vs '...', full-width forms) are spelled one way."""
+    return " ".join(unicodedata.normalize("NFKC", s).split())
 
 
 def filter_pairs(

@@ -1,7 +1,7 @@
 """Joint SentencePiece BPE: training and text <-> Dictionary-index conversion."""
 from __future__ import annotations
 
-import tempfile
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -24,29 +24,36 @@ def train_spm(
     """Train a BPE model on `texts` (both languages: one joint vocabulary to share embeddings).
 
     The vocab size is a soft limit so tiny corpora still train; the sampling RNG is
-    seeded so the same input gives the same model. Returns the `.model` path.
+    seeded so the same input gives the same model. No normalization rule ("identity"):
+    decode(encode(text)) gives back the text exactly (up to whitespace), so detokenized
+    hypotheses compare fairly with raw references; builders normalize text themselves.
+    Returns the `.model` path.
     """
     model_prefix = Path(model_prefix)
     model_prefix.parent.mkdir(parents=True, exist_ok=True)
     spm.set_random_generator_seed(seed)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False,
-                                     dir=model_prefix.parent) as f:
+    # fixed name: the model records its input path, and the same input must give the same bytes
+    tmp = model_prefix.parent / f".{model_prefix.name}.train.txt"
+    with open(tmp, "w", encoding="utf-8") as f:
         n = 0
         for line in texts:
             f.write(line.replace("\n", " ") + "\n")
             n += 1
-        tmp = Path(f.name)
     try:
         if n == 0:
             raise DataError(f"{model_prefix}: no training text for the SentencePiece model")
         spm.SentencePieceTrainer.train(
             input=str(tmp), model_prefix=str(model_prefix), vocab_size=vocab_size,
-            model_type="bpe", character_coverage=1.0, input_sentence_size=input_sentence_size,
+            model_type="bpe", character_coverage=1.0, normalization_rule_name="identity", input_sentence_size=input_sentence_size,
             shuffle_input_sentence=True, hard_vocab_limit=False, num_threads=num_threads,
             unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
         )
     except RuntimeError as e:
-        raise DataError(f"{model_prefix}.model: SentencePiece training failed: {str(e).splitlines()[0]}") from None
+        msg = str(e).splitlines()[0]
+        m = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", msg)
+        if m:
+            msg = f"vocab size {m.group(1)} is below the {m.group(2)} distinct characters of the training text"
+        raise DataError(f"{model_prefix}.model: SentencePiece training failed: {msg}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return model_prefix.with_suffix(".model")

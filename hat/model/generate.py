@@ -28,6 +28,14 @@ def _max_lens(src_tokens: torch.Tensor, pad: int, a: float, b: int, max_position
     return [max(1, min(int(a * n + b), max_positions - 1)) for n in lens]
 
 
+def _force_eos(lprobs: torch.Tensor, rows: torch.Tensor, eos: int) -> None:
+    """At the length limit only EOS stays possible, keeping its true log-probability (as fairseq)."""
+    if bool(rows.any()):
+        eos_lp = lprobs[rows, eos].clone()
+        lprobs[rows] = -math.inf
+        lprobs[rows, eos] = eos_lp
+
+
 @torch.no_grad()
 def greedy_search(
     model: EncoderDecoder,
@@ -54,9 +62,7 @@ def greedy_search(
         lprobs[:, pad] = -math.inf
         if step == 0:
             lprobs[:, eos] = -math.inf  # fairseq's min_len=1: no empty output
-        force = limit.le(step)
-        lprobs[force] = -math.inf
-        lprobs[force, eos] = 0.0
+        _force_eos(lprobs, limit.le(step), eos)
         lp, nxt = lprobs.max(dim=-1)
         nxt = nxt.masked_fill(done, pad)
         tokens = torch.cat([tokens, nxt.unsqueeze(1)], dim=1)
@@ -111,9 +117,7 @@ def beam_search(
         if step == 0:
             lprobs[:, eos] = -math.inf
         limit = torch.tensor([max_lens[s] for s in active], device=device).repeat_interleave(beam)
-        force = limit.le(step)
-        lprobs[force] = -math.inf
-        lprobs[force, eos] = 0.0
+        _force_eos(lprobs, limit.le(step), eos)
         cand = scores.unsqueeze(1) + lprobs  # (n*beam, V)
         if step == 0:  # all beams are identical: expand only the first
             cand = cand.view(n, beam, V)

@@ -1,0 +1,202 @@
+"""SuperTransformer / SubTransformer equivalence, incremental decoding and search."""
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hat.model import ModelArgs, SuperTransformer, beam_search, extract, greedy_search
+from hat.nn import ElasticLayerNorm, ElasticLinear, MultiheadAttention
+from hat.space import DesignSpace, load_space
+
+V = 40
+PAD, EOS = 1, 2
+
+
+def odd_space() -> DesignSpace:
+    """Encoder and decoder of different super widths, to catch enc/dec dim mix-ups."""
+    return DesignSpace.from_dict(
+        {
+            "name": "odd",
+            "super": dict(encoder_embed_dim=48, decoder_embed_dim=40, encoder_ffn_embed_dim=64, decoder_ffn_embed_dim=56,
+                          encoder_layer_num=4, decoder_layer_num=3, encoder_attention_heads=4, decoder_attention_heads=4, qkv_dim=32),
+            "choices": dict(encoder_embed_dim=[48, 32], decoder_embed_dim=[40, 24], encoder_layer_num=[1, 2, 4],
+                            decoder_layer_num=[1, 2, 3], encoder_ffn_embed_dim=[64, 16], decoder_ffn_embed_dim=[56, 8],
+                            encoder_self_attention_heads=[4, 2, 1], decoder_self_attention_heads=[4, 2],
+                            decoder_ende_attention_heads=[4, 1], decoder_arbitrary_ende_attn=[-1, 1, 2]),
+        }
+    )
+
+
+MODELS = {
+    "tiny-postnorm-shared": (lambda: load_space("tiny"), dict(share_all_embeddings=True)),
+    "odd-prenorm-separate": (
+        odd_space,
+        dict(share_all_embeddings=False, share_decoder_input_output_embed=False, normalize_before=True),
+    ),
+    "odd-postnorm-tied-decoder": (odd_space, dict(share_all_embeddings=False, share_decoder_input_output_embed=True)),
+}
+_cache: dict = {}
+
+
+def get_model(key: str) -> SuperTransformer:
+    if key not in _cache:
+        space_fn, kw = MODELS[key]
+        torch.manual_seed(0)
+        _cache[key] = SuperTransformer(space_fn(), ModelArgs(V, V, dropout=0.0, attention_dropout=0.0, **kw)).eval()
+    return _cache[key]
+
+
+def batch(seed: int, bsz: int = 3, slen: int = 7, tlen: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, V, (bsz, slen), generator=g)
+    src[:, -1] = EOS
+    for i in range(1, bsz):  # fairseq left-pads sources
+        src[i, : min(i, slen - 2)] = PAD
+    prev = torch.randint(4, V, (bsz, tlen), generator=g)
+    prev[:, 0] = EOS
+    return src, prev
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=st.sampled_from(sorted(MODELS)), seed=st.integers(0, 10_000))
+def test_extracted_subtransformer_matches_super(key, seed):
+    model = get_model(key)
+    cfg = model.space.sample(random.Random(seed))
+    src, prev = batch(seed)
+    with torch.no_grad():
+        a = model(src, None, prev, cfg)
+        sub = extract(model, cfg).eval()
+        b = sub(src, None, prev)
+    assert a.shape == b.shape == (3, prev.size(1), V)
+    assert (a - b).abs().max().item() <= 1e-5
+    # the SubTransformer is plain: no elastic module left in it
+    assert not any(isinstance(m, (ElasticLinear, ElasticLayerNorm)) for m in sub.modules())
+
+
+@settings(max_examples=25, deadline=None)
+@given(key=st.sampled_from(sorted(MODELS)), seed=st.integers(0, 10_000), use_sub=st.booleans())
+def test_incremental_decoding_matches_full_forward(key, seed, use_sub):
+    model = get_model(key)
+    cfg = model.space.sample(random.Random(seed))
+    model.configure(cfg)
+    net = extract(model, cfg).eval() if use_sub else model
+    src, prev = batch(seed)
+    with torch.no_grad():
+        full = F.log_softmax(net(src, None, prev), dim=-1)
+        enc = net.encode(src)
+        cache: list = []
+        steps = [net.decode_step(prev[:, : t + 1], enc, cache) for t in range(prev.size(1))]
+    assert (torch.stack(steps, dim=1) - full).abs().max().item() <= 1e-5
+
+
+def test_left_padding_does_not_change_outputs():
+    model = get_model("tiny-postnorm-shared")
+    cfg = model.space.sample(random.Random(3))
+    src, prev = batch(5, bsz=1)
+    padded = torch.cat([torch.full((1, 4), PAD), src], dim=1)
+    with torch.no_grad():
+        a = model(src, None, prev, cfg)
+        b = model(padded, None, prev, cfg)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_configure_changes_only_active_slices_and_validates():
+    model = get_model("tiny-postnorm-shared")
+    space = model.space
+    n_before = sum(p.numel() for p in model.parameters())
+    model.configure(space.smallest())
+    assert sum(p.numel() for p in model.parameters()) == n_before
+    bad = space.largest().to_dict()
+    bad["encoder_embed_dim"] = 100
+    from hat.errors import ConfigError
+    from hat.space import SubConfig
+
+    with pytest.raises(ConfigError):
+        model.configure(SubConfig.from_dict(bad))
+
+
+def test_elastic_linear_is_front_slice_of_weight():
+    lin = ElasticLinear(8, 6)
+    x = torch.randn(2, 5)
+    lin.configure(in_features=5, out_features=3)
+    ref = x @ lin.weight[:3, :5].T + lin.bias[:3]
+    assert torch.allclose(lin(x), ref)
+    with pytest.raises(ValueError):
+        lin.configure(in_features=9)
+
+
+def test_head_count_changes_head_dim_not_params():
+    att = MultiheadAttention(16, 16, 8, 4, elastic=True).eval()
+    n = sum(p.numel() for p in att.parameters())
+    x = torch.randn(1, 5, 16)
+    att.configure(16, 16, 4, 0.0)
+    y4 = att(x)
+    att.configure(16, 16, 2, 0.0)
+    y2 = att(x)
+    assert sum(p.numel() for p in att.parameters()) == n
+    assert not torch.allclose(y4, y2)  # different head split, same weights
+
+
+def _score_by_forward(model, src, hyp, lenpen):
+    tgt = torch.tensor([hyp.tokens + [EOS]])
+    prev = torch.tensor([[EOS] + hyp.tokens])
+    with torch.no_grad():
+        lp = F.log_softmax(model(src, None, prev), dim=-1)[0]
+    total = lp.gather(1, tgt[0].unsqueeze(1)).sum().item()
+    return total / (len(hyp.tokens) + 1) ** lenpen
+
+
+@pytest.mark.parametrize("lenpen", [0.6, 1.0])
+def test_beam_search_scores_are_true_sequence_scores(lenpen):
+    model = extract(get_model("tiny-postnorm-shared"), load_space("tiny").sample(random.Random(11))).eval()
+    src, _ = batch(2, bsz=1)
+    hyps = beam_search(model, src, beam=4, lenpen=lenpen, max_len_a=0, max_len_b=8, nbest=4)[0]
+    assert len(hyps) == 4
+    assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+    for h in hyps:
+        assert len(h.tokens) <= 8
+        assert _score_by_forward(model, src, h, lenpen) == pytest.approx(h.score, abs=1e-4)
+
+
+def test_beam_one_equals_greedy_and_batching_is_invariant():
+    model = extract(get_model("odd-prenorm-separate"), odd_space().sample(random.Random(5))).eval()
+    src, _ = batch(9, bsz=3)
+    greedy = greedy_search(model, src, max_len_a=0, max_len_b=10)
+    beam1 = beam_search(model, src, beam=1, max_len_a=0, max_len_b=10)
+    assert [g.tokens for g in greedy] == [b[0].tokens for b in beam1]
+    batched = beam_search(model, src, beam=3, max_len_a=0, max_len_b=10)
+    for i in range(src.size(0)):
+        row = src[i : i + 1]
+        row = row[:, row[0].ne(PAD)]
+        single = beam_search(model, row, beam=3, max_len_a=0, max_len_b=10)[0]
+        assert single[0].tokens == batched[i][0].tokens
+        assert single[0].score == pytest.approx(batched[i][0].score, abs=1e-5)
+
+
+def test_max_length_is_per_sentence():
+    model = extract(get_model("tiny-postnorm-shared"), load_space("tiny").smallest()).eval()
+    src, _ = batch(4, bsz=3, slen=9)
+    out = greedy_search(model, src, max_len_a=0.5, max_len_b=1)
+    for i, h in enumerate(out):
+        n_src = int(src[i].ne(PAD).sum())
+        assert len(h.tokens) <= int(0.5 * n_src + 1)
+
+
+def test_training_step_backprop_only_touches_active_slices():
+    model = get_model("tiny-postnorm-shared")
+    model.train()
+    try:
+        cfg = model.space.smallest()
+        src, prev = batch(1)
+        model.zero_grad()
+        model(src, None, prev, cfg).sum().backward()
+        fc1 = model.encoder.layers[0].ffn.fc1.weight.grad
+        assert fc1[: cfg.encoder_ffn_embed_dim[0], : cfg.encoder_embed_dim].abs().sum() > 0
+        assert fc1[cfg.encoder_ffn_embed_dim[0] :].abs().sum() == 0
+        assert model.encoder.layers[2].ffn.fc1.weight.grad is None  # layer beyond the sampled depth
+    finally:
+        model.zero_grad()
+        model.eval()
