@@ -1,0 +1,251 @@
+"""Generation over a test set and scoring with sacrebleu.
+
+* `generate(model, sources, ...)`: batched beam (or greedy) search, batches sorted by source
+  length under a token budget, hypotheses returned in corpus order. The length limit is per
+  sentence (`max_len_a * src_len + max_len_b`, `src_len` counting EOS), so results do not
+  depend on how sentences are batched. fairseq computes it from the PADDED batch length;
+  the two agree at batch size 1 (`fairseq-generate --batch-size 1`).
+* `score(hyps, refs, origins=None, tokenized=False)`: detokenized BLEU and chrF (sacrebleu,
+  with signatures), BLEU per origin tag, and optionally HAT-style tokenized BLEU.
+* `evaluate(translator, data_dir, subset, ...)`: both, on a `hat prepare` directory.
+
+Tokenized BLEU (`tokenized=True`), as HAT reports it: hypotheses and references are the
+SentencePiece-DETOKENIZED text, tokenized with sacrebleu's `13a` (Moses-like; or `intl`),
+then compound-split as HAT's `compound_split_bleu.sh` does (`a-b` -> `a ##AT##-##AT## b`),
+then scored on those whitespace tokens (sacrebleu `tokenize='none'`, i.e. fairseq-score /
+multi-bleu). Scoring on SentencePiece pieces would reward getting subwords right and is not
+comparable with published numbers, so it is not offered.
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from hat.errors import DataError
+
+_COMPOUND = re.compile(r"(\S)-(\S)")
+
+
+def compound_split(line: str) -> str:
+    """HAT/fairseq `compound_split_bleu.sh`: perl -ple 's{(\\S)-(\\S)}{$1 ##AT##-##AT## $2}g'."""
+    return _COMPOUND.sub(r"\1 ##AT##-##AT## \2", line)
+
+
+# ------------------------------------------------------------------------------------------ generation
+def length_sorted_batches(lengths: Sequence[int], max_tokens: int, max_sentences: int | None) -> list[list[int]]:
+    """Indices sorted by length (longest first, stable), cut so `n * max_len <= max_tokens`."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    cur_max = 0
+    for i in order:
+        n = lengths[i]
+        new_max = max(cur_max, n)
+        if cur and ((len(cur) + 1) * new_max > max_tokens or (max_sentences and len(cur) >= max_sentences)):
+            batches.append(cur)
+            cur, new_max = [], n
+        cur.append(i)
+        cur_max = new_max
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _left_pad(seqs: Sequence[torch.Tensor], pad: int) -> torch.Tensor:
+    width = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), width), pad, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        out[r, width - len(s):] = s
+    return out
+
+
+@torch.no_grad()
+def generate(
+    model,
+    sources: Sequence[torch.Tensor],
+    *,
+    beam: int = 4,
+    lenpen: float = 0.6,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    max_tokens: int = 4096,
+    max_sentences: int | None = None,
+    pad: int = 1,
+    eos: int = 2,
+    progress: bool = True,
+    desc: str = "generate",
+) -> list[list[int]]:
+    """Best hypothesis (token ids, no EOS) for each source (ids ending in EOS), in input order."""
+    from tqdm import tqdm
+
+    from hat.model import beam_search, greedy_search
+
+    model.eval()
+    device = next(model.parameters()).device
+    lengths = [len(s) for s in sources]
+    batches = length_sorted_batches(lengths, max_tokens, max_sentences)
+    out: list[list[int] | None] = [None] * len(sources)
+    bar = tqdm(total=len(sources), desc=desc, unit="sent", disable=None if progress else True, leave=False)
+    for idx in batches:
+        src = _left_pad([sources[i] for i in idx], pad).to(device)
+        src_lengths = torch.tensor([lengths[i] for i in idx], device=device)
+        kw = dict(eos=eos, pad=pad, max_len_a=max_len_a, max_len_b=max_len_b)
+        if beam <= 1:
+            hyps = [h.tokens for h in greedy_search(model, src, src_lengths, **kw)]
+        else:
+            hyps = [h[0].tokens for h in beam_search(model, src, src_lengths, beam=beam, lenpen=lenpen, **kw)]
+        for i, h in zip(idx, hyps):
+            out[i] = [t for t in h if t != eos]
+        bar.update(len(idx))
+    bar.close()
+    return out  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------------ scoring
+def _bleu(hyps: list[str], refs: list[str], tokenize: str):
+    from sacrebleu.metrics import BLEU
+
+    m = BLEU(tokenize=tokenize)
+    return m.corpus_score(hyps, [refs]), m
+
+
+def score(
+    hyps: Sequence[str],
+    refs: Sequence[str],
+    origins: Sequence[str] | None = None,
+    *,
+    tokenized: bool = False,
+    tok: str = "13a",
+    compound: bool = True,
+) -> dict:
+    """BLEU/chrF of detokenized `hyps` against `refs` (one reference each), per origin too.
+
+    Returns {"bleu", "chrf", "bleu_signature", "chrf_signature", "bleu_details", "n",
+    "per_origin": {tag: {"bleu", "n"}}, and with `tokenized`: "tok_bleu", "tok_bleu_method"}.
+    """
+    from sacrebleu.metrics import CHRF
+
+    hyps, refs = list(hyps), list(refs)
+    if len(hyps) != len(refs):
+        raise DataError(f"{len(hyps)} hypotheses but {len(refs)} references")
+    res, bleu = _bleu(hyps, refs, "13a")
+    chrf_m = CHRF()
+    chrf = chrf_m.corpus_score(hyps, [refs])
+    out: dict = {
+        "n": len(hyps),
+        "bleu": round(res.score, 4),
+        "chrf": round(chrf.score, 4),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf_m.get_signature()),
+        "bleu_details": {
+            "precisions": [round(p, 4) for p in res.precisions],
+            "bp": round(res.bp, 4),
+            "sys_len": res.sys_len,
+            "ref_len": res.ref_len,
+        },
+    }
+    if origins is not None:
+        if len(origins) != len(hyps):
+            raise DataError(f"{len(origins)} origin tags but {len(hyps)} hypotheses")
+        groups: dict[str, list[int]] = OrderedDict()
+        for i, tag in enumerate(origins):
+            groups.setdefault(tag, []).append(i)
+        out["per_origin"] = {
+            tag: {"bleu": round(_bleu([hyps[i] for i in ix], [refs[i] for i in ix], "13a")[0].score, 4), "n": len(ix)}
+            for tag, ix in sorted(groups.items())
+        }
+    if tokenized:
+        from sacrebleu.metrics import BLEU
+
+        tokenizer = BLEU(tokenize=tok).tokenizer
+
+        def prep(s: str) -> str:
+            t = tokenizer(s.strip())
+            return compound_split(t) if compound else t
+
+        th, tr = [prep(h) for h in hyps], [prep(r) for r in refs]
+        tres, _ = _bleu(th, tr, "none")
+        out["tok_bleu"] = round(tres.score, 4)
+        out["tok_bleu_method"] = f"sacrebleu tokenize={tok}" + (" + compound split (##AT##-##AT##)" if compound else "") + ", scored with tokenize=none"
+    return out
+
+
+# ------------------------------------------------------------------------------------------ test sets
+def read_references(data_dir: Path, subset: str, tgt_lang: str, n: int, fallback=None) -> list[str]:
+    """Raw (detokenized) references from `raw/{subset}.{tgt}`; `fallback()` when absent."""
+    p = data_dir / "raw" / f"{subset}.{tgt_lang}"
+    if p.is_file():
+        refs = p.read_text(encoding="utf-8").split("\n")
+        if refs and refs[-1] == "":
+            refs.pop()
+        if len(refs) != n:
+            raise DataError(f"{p} has {len(refs)} lines but the {subset} split has {n} sentences")
+        return refs
+    if fallback is None:
+        raise DataError(f"{p}: raw references not found")
+    return fallback()
+
+
+def evaluate(
+    translator,
+    data_dir: str | Path,
+    subset: str = "test",
+    *,
+    beam: int = 4,
+    lenpen: float = 0.6,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    max_tokens: int = 4096,
+    max_sentences: int | None = None,
+    limit: int | None = None,
+    tokenized: bool = False,
+    tok: str = "13a",
+    compound: bool | None = None,
+    hyps: Sequence[str] | None = None,
+    progress: bool = True,
+) -> tuple[dict, list[str]]:
+    """Decode (or take `hyps`) and score `subset` of a prepared directory; returns (results, hyps)."""
+    import time
+
+    from hat.data.dataset import ParallelDataset
+
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: data directory not found")
+    if not (data_dir / f"{subset}.idx").exists() and not any(data_dir.glob(f"{subset}.*.idx")):
+        have = sorted({p.name.split(".")[0] for p in data_dir.glob("*.idx")})
+        raise DataError(f"{data_dir}: no subset {subset!r} (have: {', '.join(have) or 'none'})")
+    ds = ParallelDataset(data_dir, subset)
+    translator.check_vocab(ds.src_dict, ds.tgt_dict, str(data_dir))
+    n = len(ds) if limit is None else min(limit, len(ds))
+    refs = read_references(
+        data_dir, subset, ds.tgt_lang, len(ds),
+        fallback=lambda: [translator.tgt_tokenizer.decode(ds.tgt[i].tolist()) for i in range(len(ds))],
+    )[:n]
+    origins = ds.origins[:n] if ds.origins is not None else None
+    t0 = time.time()
+    if hyps is None:
+        sources = [ds.src[i] for i in range(n)]
+        ids = generate(
+            translator.model, sources, beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
+            max_tokens=max_tokens, max_sentences=max_sentences, progress=progress, desc=f"{subset}",
+        )
+        hyps = [translator.tgt_tokenizer.decode(h) for h in ids]
+    else:
+        hyps = list(hyps)
+        if len(hyps) != n:
+            raise DataError(f"{len(hyps)} hypotheses for {n} sentences of {subset}")
+    elapsed = time.time() - t0
+    if compound is None:
+        compound = True
+    res = score(hyps, refs, origins, tokenized=tokenized, tok=tok, compound=compound)
+    res.update({
+        "data": str(data_dir), "subset": subset, "src": ds.src_lang, "tgt": ds.tgt_lang,
+        "beam": beam, "lenpen": lenpen, "max_len_a": max_len_a, "max_len_b": max_len_b,
+        "seconds": round(elapsed, 3), "model": translator.source,
+    })
+    return res, hyps

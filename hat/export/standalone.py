@@ -1,0 +1,293 @@
+"""Standalone SubTransformer files: one `model.pt` that needs no data directory.
+
+The file is a dict of plain values and tensors only (it loads with
+`torch.load(weights_only=True)`, so opening it never runs pickled code):
+
+    format "hat-standalone", version 1
+    init_kwargs   SubTransformer.init_kwargs() (SubConfig, ModelArgs, qkv_dim, positional widths)
+    model         the SubTransformer state dict
+    spm_model     the joint SentencePiece model (bytes)
+    src_lang, tgt_lang, src_dict, tgt_dict   dictionaries as [symbol, count] lists (fairseq order)
+    meta          provenance: source checkpoint, update, design space, data directory
+
+`hat.load(path)` returns a `Translator` (model in eval mode + tokenizers + `translate`).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from hat.data.dictionary import Dictionary
+from hat.errors import CheckpointError, DataError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "hat-standalone"
+FORMAT_VERSION = 1
+SUPER_FORMAT = "hat-supertransformer-checkpoint"  # what hat.train.checkpoint writes
+
+
+# ------------------------------------------------------------------------------------------
+def dict_to_list(d: Dictionary) -> list[list]:
+    return [[s, int(c)] for s, c in zip(d.symbols[d.nspecial:], d.count[d.nspecial:])]
+
+
+def dict_from_list(items: Iterable[Sequence], source: str) -> Dictionary:
+    try:
+        return Dictionary.from_counts((str(s), int(c)) for s, c in items)
+    except (TypeError, ValueError, DataError) as e:
+        raise CheckpointError(f"{source}: corrupt dictionary ({e})") from None
+
+
+def _spm_from_bytes(data: bytes, source: str):
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor()
+    try:
+        sp.LoadFromSerializedProto(data)
+    except (RuntimeError, OSError, TypeError):
+        raise CheckpointError(f"{source}: corrupt SentencePiece model inside the file") from None
+    return sp
+
+
+class _BytesTokenizer:
+    """The `hat.data.Tokenizer` interface over a SentencePiece model held in memory."""
+
+    def __init__(self, sp, dictionary: Dictionary) -> None:
+        self.sp, self.dictionary = sp, dictionary
+
+    def pieces(self, text: str) -> list[str]:
+        return self.sp.encode(text, out_type=str)
+
+    def encode(self, text: str) -> list[int]:
+        return self.dictionary.encode_pieces(self.pieces(text))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        s = self.dictionary.string(ids)
+        return self.sp.decode_pieces(s.split()) if s else ""
+
+
+class Translator:
+    """A SubTransformer with its vocabulary: `translate(["Ein Satz."]) -> ["A sentence."]`.
+
+    `tokenizer` encodes source text (source dictionary); `tgt_tokenizer` decodes hypotheses.
+    """
+
+    def __init__(
+        self,
+        model,
+        spm_bytes: bytes,
+        src_dict: Dictionary,
+        tgt_dict: Dictionary,
+        src_lang: str,
+        tgt_lang: str,
+        meta: dict | None = None,
+        source: str = "model",
+    ) -> None:
+        self.model = model.eval()
+        self.spm_bytes = spm_bytes
+        sp = _spm_from_bytes(spm_bytes, source)
+        self.src_dict, self.tgt_dict = src_dict, tgt_dict
+        self.src_lang, self.tgt_lang = src_lang, tgt_lang
+        self.tokenizer = _BytesTokenizer(sp, src_dict)
+        self.tgt_tokenizer = _BytesTokenizer(sp, tgt_dict)
+        self.meta = dict(meta or {})
+        self.source = source
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> "Translator":
+        self.model.to(device)
+        return self
+
+    def check_vocab(self, src_dict: Dictionary, tgt_dict: Dictionary, where: str) -> None:
+        """Refuse data whose dictionaries differ from the model's."""
+        for side, ours, theirs in (("source", self.src_dict, src_dict), ("target", self.tgt_dict, tgt_dict)):
+            if ours.symbols != theirs.symbols:
+                raise DataError(
+                    f"{where}: {side} dictionary ({len(theirs)} symbols) does not match the model's "
+                    f"({len(ours)} symbols) in {self.source}"
+                )
+
+    @torch.no_grad()
+    def translate(
+        self,
+        sentences: Sequence[str],
+        beam: int = 4,
+        lenpen: float = 0.6,
+        *,
+        max_len_a: float = 1.2,
+        max_len_b: int = 10,
+        max_tokens: int = 4096,
+        max_sentences: int | None = None,
+    ) -> list[str]:
+        """Detokenized translations of `sentences` (batched by length, returned in input order)."""
+        from hat.evaluate import generate
+
+        src = [torch.tensor(self.tokenizer.encode(s), dtype=torch.long) for s in sentences]
+        hyps = generate(
+            self.model, src, beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
+            max_tokens=max_tokens, max_sentences=max_sentences, progress=False,
+        )
+        return [self.tgt_tokenizer.decode(h) for h in hyps]
+
+    def state(self) -> dict[str, Any]:
+        """The standalone file's content."""
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "init_kwargs": self.model.init_kwargs(),
+            "model": {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
+            "spm_model": self.spm_bytes,
+            "src_lang": self.src_lang,
+            "tgt_lang": self.tgt_lang,
+            "src_dict": dict_to_list(self.src_dict),
+            "tgt_dict": dict_to_list(self.tgt_dict),
+            "meta": self.meta,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the standalone file atomically."""
+        from hat.train.checkpoint import save_checkpoint
+
+        path = Path(path)
+        save_checkpoint(self.state(), [path])
+        return path
+
+
+# ------------------------------------------------------------------------------------------
+def _torch_load(path: Path, map_location) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, garbage, refused unpickling
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: corrupt or truncated file ({type(e).__name__}: {msg[:160]})") from None
+
+
+def from_state(state: Any, path: str | Path, map_location: str | torch.device = "cpu") -> Translator:
+    from hat.model import SubTransformer
+
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a hat standalone model (export one with `hat export --format standalone`)")
+    if state.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: standalone format version {state.get('version')} (this hat reads {FORMAT_VERSION})")
+    need = ("init_kwargs", "model", "spm_model", "src_lang", "tgt_lang", "src_dict", "tgt_dict")
+    missing = [k for k in need if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: standalone file lacks {', '.join(missing)}")
+    src_dict = dict_from_list(state["src_dict"], str(path))
+    tgt_dict = dict_from_list(state["tgt_dict"], str(path))
+    try:
+        model = SubTransformer.from_kwargs(state["init_kwargs"])
+        model.load_state_dict(state["model"])
+    except Exception as e:  # noqa: BLE001 - any mismatch is a broken file
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: model state does not match its architecture ({msg[:160]})") from None
+    if model.args.src_vocab_size != len(src_dict) or model.args.tgt_vocab_size != len(tgt_dict):
+        raise CheckpointError(
+            f"{path}: model vocabulary ({model.args.src_vocab_size}/{model.args.tgt_vocab_size}) does not match "
+            f"its dictionaries ({len(src_dict)}/{len(tgt_dict)})"
+        )
+    return Translator(
+        model.to(map_location), state["spm_model"], src_dict, tgt_dict, state["src_lang"], state["tgt_lang"],
+        state.get("meta"), source=str(path),
+    )
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> Translator:
+    """Load a standalone export: a ready SubTransformer (eval mode) with its tokenizers."""
+    path = Path(path)
+    return from_state(_torch_load(path, map_location), path, map_location)
+
+
+def _data_vocab(data_dir: Path, ckpt_path: Path) -> tuple[bytes, Dictionary, Dictionary, str, str]:
+    from hat.data.dataset import load_data
+
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: data directory not found (needed for the SentencePiece model and "
+                        f"dictionaries of {ckpt_path}; pass --data)")
+    meta, src_dict, tgt_dict = load_data(data_dir)
+    spm_path = data_dir / "spm.model"
+    if not spm_path.is_file():
+        raise DataError(f"{spm_path}: SentencePiece model not found")
+    return spm_path.read_bytes(), src_dict, tgt_dict, meta["src"], meta["tgt"]
+
+
+def from_super_checkpoint(
+    checkpoint: str | Path,
+    config,
+    data: str | Path | None = None,
+    map_location: str | torch.device = "cpu",
+) -> Translator:
+    """Extract SubConfig `config` (a SubConfig or a YAML path) from a `hat train` checkpoint.
+
+    The vocabulary comes from `data` (default: the data directory recorded in the checkpoint)."""
+    from hat.model import extract
+    from hat.space import SubConfig, load_subconfig
+    from hat.train.checkpoint import load_super_checkpoint
+
+    checkpoint = Path(checkpoint)
+    cfg_source = str(config)
+    if not isinstance(config, SubConfig):
+        config = load_subconfig(config)
+    super_model, ckpt = load_super_checkpoint(checkpoint, map_location)
+    super_model.space.validate(config, source=cfg_source)
+    if data is None:
+        data = (ckpt.get("config") or {}).get("data")
+        if data is None:
+            raise DataError(f"{checkpoint}: records no data directory; pass --data")
+    data = Path(data)
+    spm_bytes, src_dict, tgt_dict, src_lang, tgt_lang = _data_vocab(data, checkpoint)
+    args = super_model.args
+    if args.src_vocab_size != len(src_dict) or args.tgt_vocab_size != len(tgt_dict):
+        raise DataError(
+            f"{data}: dictionaries have {len(src_dict)}/{len(tgt_dict)} symbols but {checkpoint} was trained "
+            f"with {args.src_vocab_size}/{args.tgt_vocab_size}"
+        )
+    sub = extract(super_model, config).eval()
+    meta = {
+        "checkpoint": str(checkpoint),
+        "update": ckpt.get("update"),
+        "space": ckpt.get("space"),
+        "data": str(data),
+        "config": config.to_dict(),
+    }
+    return Translator(sub, spm_bytes, src_dict, tgt_dict, src_lang, tgt_lang, meta, source=str(checkpoint))
+
+
+def load_any(
+    checkpoint: str | Path,
+    config=None,
+    data: str | Path | None = None,
+    map_location: str | torch.device = "cpu",
+) -> Translator:
+    """A standalone export, or a SuperTransformer checkpoint + SubConfig (+ data dir)."""
+    checkpoint = Path(checkpoint)
+    state = _torch_load(checkpoint, map_location)
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if fmt == FORMAT:
+        tr = from_state(state, checkpoint, map_location)
+        if config is not None:
+            from hat.space import SubConfig, load_subconfig
+
+            cfg = config if isinstance(config, SubConfig) else load_subconfig(config)
+            if cfg != tr.config:
+                raise CheckpointError(f"{checkpoint}: standalone model is a different architecture than {config}")
+        return tr
+    if fmt == SUPER_FORMAT:
+        del state
+        if config is None:
+            raise CheckpointError(f"{checkpoint}: a SuperTransformer checkpoint needs --config SUBNET.yml")
+        return from_super_checkpoint(checkpoint, config, data, map_location)
+    raise CheckpointError(f"{checkpoint}: neither a hat standalone model nor a hat SuperTransformer checkpoint")

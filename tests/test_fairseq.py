@@ -1,0 +1,95 @@
+"""fairseq export: the checkpoint + plugin load in fairseq and `fairseq-generate` reproduces
+`hat evaluate`'s hypotheses (same beam, lenpen, max_len_a/b; fairseq at --batch-size 1, because
+fairseq computes max_len from the padded batch length). Skipped without fairseq."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("fairseq")
+
+from hat.cli import main  # noqa: E402
+from hat.data import ParallelDataset, collate  # noqa: E402
+from test_export import shared_setup  # noqa: E402
+
+N = 16  # sentences decoded by fairseq-generate (batch size 1 is slow)
+
+
+@pytest.fixture(scope="module")
+def fs(tmp_path_factory):
+    s = shared_setup(tmp_path_factory)
+    out = s["tmp"] / "fairseq"
+    assert main(["export", "--checkpoint", str(s["model"]), "--format", "fairseq", "--out", str(out)]) == 0
+    return {**s, "fs": out}
+
+
+def test_export_layout_and_weights_only_load(fs):
+    out = fs["fs"]
+    for name in ("checkpoint.pt", "hat_fairseq_plugin/__init__.py", "dict.de.txt", "dict.en.txt", "spm.model"):
+        assert (out / name).is_file(), name
+    state = torch.load(out / "checkpoint.pt", weights_only=True)  # plain dicts: no Namespace
+    assert state["cfg"]["model"]["_name"] == "hat_subtransformer"
+    assert state["optimizer_history"][-1]["lr_scheduler_state"] == {} and state["extra_state"] == {}
+    assert state["cfg"]["model"]["decoder_arbitrary_ende_attn_all"] == [1, 2]
+
+
+def test_fairseq_model_logits_match(fs):
+    import hat
+    from hat.export.fairseq_export import load_fairseq_model
+
+    model, cfg, task = load_fairseq_model(fs["fs"])
+    tr = hat.load(fs["model"])
+    ds = ParallelDataset(fs["data"], "test")
+    b = collate([ds[i] for i in range(8)], 1, 2)
+    with torch.no_grad():
+        ours = tr.model(b["src_tokens"], b["src_lengths"], b["prev_output_tokens"])
+        theirs = model(b["src_tokens"], b["src_lengths"], b["prev_output_tokens"])[0]
+        assert torch.allclose(ours, theirs, atol=1e-5)
+        # incremental decoding through fairseq's incremental state equals the full forward
+        enc = model.encoder(b["src_tokens"], b["src_lengths"])
+        inc: dict = {}
+        steps = [model.decoder(b["prev_output_tokens"][:, : t + 1], enc, inc)[0][:, -1]
+                 for t in range(b["prev_output_tokens"].size(1))]
+        real = b["prev_output_tokens"].ne(1)  # right padding: pad steps differ and do not matter
+        assert torch.allclose(torch.stack(steps, 1)[real], theirs[real], atol=1e-5)
+
+
+def test_fairseq_generate_matches_hat_evaluate(fs, tmp_path):
+    data, out = fs["data"], fs["fs"]
+    ds = ParallelDataset(data, "test")
+    # fairseq's binarized format, made by fairseq-preprocess from our pieces with our dictionaries
+    for lang, side, d in (("de", ds.src, ds.src_dict), ("en", ds.tgt, ds.tgt_dict)):
+        (tmp_path / f"test.pcs.{lang}").write_text("".join(d.string(side[i].tolist()) + "\n" for i in range(N)),
+                                                   encoding="utf-8")
+    fsbin = tmp_path / "bin"
+    subprocess.run([sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", "de", "--target-lang", "en",
+                    "--testpref", str(tmp_path / "test.pcs"), "--srcdict", str(out / "dict.de.txt"),
+                    "--tgtdict", str(out / "dict.en.txt"), "--destdir", str(fsbin), "--workers", "1"],
+                   check=True, capture_output=True)
+    gen = subprocess.run(
+        [sys.executable, "-m", "fairseq_cli.generate", str(fsbin), "--path", str(out / "checkpoint.pt"),
+         "--user-dir", str(out / "hat_fairseq_plugin"), "--source-lang", "de", "--target-lang", "en",
+         "--gen-subset", "test", "--beam", "4", "--lenpen", "0.6", "--max-len-a", "1.2", "--max-len-b", "10",
+         "--batch-size", "1", "--required-batch-size-multiple", "1", "--post-process", "sentencepiece",
+         "--cpu", "--num-workers", "0"],
+        check=True, capture_output=True, text=True,
+    )
+    pieces, detok = {}, {}
+    for line in gen.stdout.splitlines():
+        if line.startswith("H-"):
+            k, _, h = line.split("\t")
+            pieces[int(k[2:])] = h
+        elif line.startswith("D-"):
+            k, _, h = line.split("\t")
+            detok[int(k[2:])] = h
+    assert sorted(detok) == list(range(N))
+    hyps = tmp_path / "hyps.txt"
+    assert main(["evaluate", "--model", str(fs["model"]), "--data", str(data), "--beam", "4", "--lenpen", "0.6",
+                 "--limit", str(N), "--out", str(hyps), "--json"]) == 0
+    ours = hyps.read_text(encoding="utf-8").splitlines()
+    assert ours == [detok[i] for i in range(N)]
+    assert [pieces[i] for i in range(N)] == ours  # H- lines are post-processed too
