@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install extras demo test bench clean
 
 install: $(STAMP)
 
@@ -16,6 +16,17 @@ $(STAMP): requirements.txt pyproject.toml
 	grep -v '^torch==' requirements.txt | $(PY) -m pip install -q -r /dev/stdin
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# fairseq + ONNX extras (optional; CI runs them). Constrained by requirements.txt so torch,
+# numpy, hydra and omegaconf stay at the tested versions.
+extras: $(VENV)/.extras
+
+$(VENV)/.extras: $(STAMP) requirements-extras.txt
+	$(PY) -m pip install -q cython wheel
+	grep -v '^torch==' requirements.txt > $(VENV)/constraints.txt
+	echo "$(TORCH)" | grep -q '==' && echo "$(TORCH)" >> $(VENV)/constraints.txt || true
+	$(PY) -m pip install -q --no-build-isolation -c $(VENV)/constraints.txt -r requirements-extras.txt
+	touch $(VENV)/.extras
 
 demo: install
 	$(VENV)/bin/hat demo

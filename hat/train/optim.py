@@ -1,0 +1,60 @@
+"""Adam(W) and HAT's learning-rate schedules (fairseq's `cosine` and `inverse_sqrt`).
+
+The schedule is a pure function of the update number, so resuming needs no scheduler state
+beyond the update counter (its `state_dict` is kept for the record and for sanity checks).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+
+from hat.errors import ConfigError
+
+SCHEDULES = ("cosine", "inverse_sqrt", "fixed")
+
+
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float], eps: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """fairseq's Adam decays weights decoupled from the gradient, i.e. AdamW (wd=0 is plain Adam)."""
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+
+
+class LRSchedule:
+    """Linear warm-up from `warmup_init_lr` to `lr`, then
+    cosine: half a cosine down to `min_lr` at `max_updates` (HAT WMT: 1e-7 -> 1e-3, 10k warm-up);
+    inverse_sqrt: lr * sqrt(warmup/update) (HAT IWSLT); fixed: constant."""
+
+    def __init__(
+        self, kind: str, lr: float, warmup_updates: int, warmup_init_lr: float, min_lr: float, max_updates: int
+    ) -> None:
+        if kind not in SCHEDULES:
+            raise ConfigError(f"lr_scheduler={kind!r}: expected one of {', '.join(SCHEDULES)}")
+        if lr <= 0 or warmup_updates < 0 or max_updates <= 0:
+            raise ConfigError(f"lr schedule needs lr > 0, warmup_updates >= 0, max_updates > 0 (got {lr}, {warmup_updates}, {max_updates})")
+        self.kind, self.lr, self.warmup, self.init_lr = kind, lr, warmup_updates, warmup_init_lr
+        self.min_lr, self.max_updates = min_lr, max_updates
+
+    def lr_at(self, update: int) -> float:
+        """Learning rate used by the `update`-th optimizer step (1-based; 0 gives warmup_init_lr)."""
+        if self.warmup and update < self.warmup:
+            return self.init_lr + (self.lr - self.init_lr) * update / self.warmup
+        if self.kind == "fixed":
+            return self.lr
+        if self.kind == "inverse_sqrt":
+            return self.lr * math.sqrt(max(self.warmup, 1) / max(update, 1))
+        period = max(self.max_updates - self.warmup, 1)
+        t = min(max(update - self.warmup, 0), period) / period
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * t))
+
+    def step(self, optimizer: torch.optim.Optimizer, update: int) -> float:
+        lr = self.lr_at(update)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "lr": self.lr, "warmup_updates": self.warmup, "warmup_init_lr": self.init_lr,
+                "min_lr": self.min_lr, "max_updates": self.max_updates}

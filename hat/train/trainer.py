@@ -1,0 +1,490 @@
+"""The SuperTransformer training loop: config, data, update step, validation, checkpoints.
+
+One update = `update_freq` global batches. A global batch is built for `max_tokens *
+world_size` tokens and every rank takes the slice `batch[rank::world_size]`, so N workers with
+`max_tokens=M` process exactly the batches one worker with `max_tokens=N*M` would. Losses are
+summed, gradients all-reduced and divided by the global target-token count once.
+Dropout is reseeded from `(seed, update, rank)` at every update, so a resumed run replays the
+uninterrupted one bitwise on CPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from hat.data.batching import batch_by_tokens, collate
+from hat.data.dataset import ParallelDataset
+from hat.errors import CheckpointError, ConfigError
+from hat.model import ModelArgs, SuperTransformer
+from hat.space import describe, load_space, load_subconfig
+from hat.train import distributed as D
+from hat.train.checkpoint import FORMAT, FORMAT_VERSION, check_compatible, load_checkpoint, save_checkpoint
+from hat.train.loss import distill_loss, label_smoothed_nll_loss
+from hat.train.optim import LRSchedule, build_optimizer
+from hat.train.sampling import Sampler
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
+
+DEFAULTS: dict[str, Any] = {
+    "space": "tiny",
+    "data": "data/debian.de-en",
+    "save_dir": "checkpoints/run",
+    "seed": 1,
+    # batching: tokens per worker per micro-batch; update_freq micro-batches per update
+    "max_tokens": 4096,
+    "max_sentences": None,
+    "update_freq": 1,
+    "max_updates": 1000,
+    "max_epochs": None,
+    "stop_time_minutes": None,  # wall-clock budget of this process (not bitwise-reproducible)
+    # optimisation
+    "lr": 1e-3,
+    "lr_scheduler": "cosine",
+    "warmup_updates": 100,
+    "warmup_init_lr": 1e-7,
+    "min_lr": 1e-7,
+    "adam_betas": [0.9, 0.98],
+    "adam_eps": 1e-8,
+    "weight_decay": 0.0,
+    "clip_norm": 0.0,
+    "label_smoothing": 0.1,
+    # model (ModelArgs)
+    "dropout": 0.1,
+    "attention_dropout": 0.1,
+    "activation_dropout": 0.0,
+    "share_all_embeddings": True,
+    "share_decoder_input_output_embed": True,
+    "normalize_before": False,
+    "max_positions": 1024,
+    "scale_dropout_with_embed": True,
+    "sampling": {"policy": "uniform", "sandwich_k": 2, "distill": False, "distill_alpha": 1.0, "subnet": None},
+    "init_from": None,  # SuperTransformer checkpoint whose weights start a fresh run (retraining)
+    "validate_interval": 1000,
+    "max_valid_sentences": None,  # validate on the first N valid pairs only (null: all)
+    "save_interval": 1000,
+    "keep_interval_checkpoints": -1,  # keep only the newest N checkpoint_{N}.pt (-1: all)
+    "log_interval": 100,
+    "amp": "auto",  # auto | fp32 | bf16 | fp16 ; auto = bf16 on CUDA, fp32 on CPU
+    "device": "auto",  # auto | cpu | cuda
+    "num_threads": None,
+    "tensorboard": True,
+    "progress": True,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+def available_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> DictConfig:
+    """Defaults <- recipe (shipped name or YAML file) <- `key=value` overrides; unknown keys refused."""
+    p = Path(name_or_path)
+    if not p.is_file():
+        cand = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not cand.is_file():
+            raise ConfigError(f"{name_or_path}: unknown training config (shipped: {', '.join(available_configs())}) and no such file")
+        p = cand
+    base = OmegaConf.create(DEFAULTS)
+    OmegaConf.set_struct(base, True)
+    try:
+        recipe = OmegaConf.load(p)
+    except Exception as e:
+        raise ConfigError(f"{p}: malformed YAML ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    try:
+        cfg = OmegaConf.merge(base, recipe)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{p}: {str(e).splitlines()[0]}") from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"override {item!r}: {str(e).splitlines()[0]}") from None
+    _check_config(cfg, str(p))
+    return cfg
+
+
+def _check_config(cfg: DictConfig, source: str) -> None:
+    for key in ("max_tokens", "update_freq", "max_updates", "validate_interval", "save_interval", "log_interval"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{source}: {key} must be a positive integer, got {cfg[key]!r}")
+    if cfg.amp not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"{source}: amp={cfg.amp!r}: expected auto, fp32, bf16 or fp16")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"{source}: device={cfg.device!r}: expected auto, cpu or cuda")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ConfigError(f"{source}: label_smoothing must be in [0, 1)")
+
+
+def _rng_state() -> dict[str, Any]:
+    """RNG states as plain lists/tensors (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]) + [random.getstate()[0]],
+        "python_gauss": random.getstate()[2],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[-1], tuple(py[:-1]), state["python_gauss"]))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())
+
+
+def _update_seed(seed: int, update: int, rank: int) -> int:
+    return (seed * 1_000_003 + update) * 1024 + rank
+
+
+# ---------------------------------------------------------------------------------------------
+class Trainer:
+    """Build everything from a resolved config; `train()` runs to `max_updates` (or the budget)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        if dev == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device=cuda but CUDA is not available")
+        self.env = D.init_distributed(dev)
+        self.device = torch.device(f"cuda:{self.env.local_rank}" if dev == "cuda" else "cpu")
+        if cfg.num_threads:
+            torch.set_num_threads(int(cfg.num_threads))
+        amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dev == "cuda" else "fp32")
+        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        self.scaler = torch.amp.GradScaler(dev, enabled=amp == "fp16")
+
+        self.space = load_space(cfg.space)
+        self.train_data = ParallelDataset(cfg.data, "train")
+        self.valid_data = ParallelDataset(cfg.data, "valid")
+        sd, td = self.train_data.src_dict, self.train_data.tgt_dict
+        self.pad, self.eos = td.pad, td.eos
+        self.model_args = ModelArgs(
+            src_vocab_size=len(sd), tgt_vocab_size=len(td), padding_idx=self.pad,
+            share_all_embeddings=cfg.share_all_embeddings,
+            share_decoder_input_output_embed=cfg.share_decoder_input_output_embed,
+            dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
+            normalize_before=cfg.normalize_before, max_positions=cfg.max_positions,
+            scale_dropout_with_embed=cfg.scale_dropout_with_embed,
+        )
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        try:
+            self.model = SuperTransformer(self.space, self.model_args).to(self.device)
+        except ValueError as e:
+            raise ConfigError(f"{cfg.data}: {e}") from None
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        subnet = None
+        if cfg.sampling.subnet:
+            subnet = self.space.validate(load_subconfig(cfg.sampling.subnet), source=str(cfg.sampling.subnet))
+        s = cfg.sampling
+        self.sampler = Sampler(self.space, s.policy, cfg.seed, s.sandwich_k, subnet)
+        self.optimizer = build_optimizer(self.params, cfg.lr, tuple(cfg.adam_betas), cfg.adam_eps, cfg.weight_decay)
+        self.schedule = LRSchedule(cfg.lr_scheduler, cfg.lr, cfg.warmup_updates, cfg.warmup_init_lr, cfg.min_lr, cfg.max_updates)
+
+        self.save_dir = Path(cfg.save_dir)
+        self.update, self.epoch, self.batch_index = 0, 1, 0
+        self.best_loss = math.inf
+        self.valid_history: list[dict] = []
+        self.subnet_digest = ""  # hash chain of the subnets trained so far (DDP consistency check)
+        self._batches: list[list[int]] | None = None
+        self._batches_epoch = 0
+        last = self.save_dir / "checkpoint_last.pt"
+        if last.is_file():
+            self._resume(last)
+        elif cfg.init_from:
+            self._init_from(cfg.init_from)
+        self.writer = None
+        if self.env.is_master and cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(self.save_dir / "tb"))
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_state(),
+            "data": {"epoch": self.epoch, "batch_index": self.batch_index},
+            "update": self.update,
+            "best_valid_loss": self.best_loss,
+            "valid": self.valid_history,
+            "subnet_digest": self.subnet_digest,
+            "world_size": self.env.world_size,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "space": self.space.to_dict(),
+            "model_args": self.model_args.to_dict(),
+        }
+
+    def _resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, self.device)
+        check_compatible(ckpt, path, self.space, self.model_args)
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{path}: state does not match this model ({str(e).splitlines()[0][:160]})") from None
+        _set_rng_state(ckpt["rng"])
+        self.update = int(ckpt["update"])
+        self.epoch, self.batch_index = int(ckpt["data"]["epoch"]), int(ckpt["data"]["batch_index"])
+        self.best_loss = float(ckpt.get("best_valid_loss", math.inf))
+        self.valid_history = list(ckpt.get("valid", []))
+        self.subnet_digest = str(ckpt.get("subnet_digest", ""))
+        if self.env.is_master:
+            print(f"resumed from {path} at update {self.update} (epoch {self.epoch}, batch {self.batch_index})", file=sys.stderr)
+
+    def _init_from(self, path: str) -> None:
+        ckpt = load_checkpoint(path, self.device)
+        check_compatible(ckpt, path, self.space, self.model_args)
+        self.model.load_state_dict(ckpt["model"])
+        if self.env.is_master:
+            print(f"initialised weights from {path} (update {ckpt['update']})", file=sys.stderr)
+
+    def save(self, best: bool = False, numbered: bool = False) -> None:
+        if self.env.is_master:
+            paths = [self.save_dir / "checkpoint_last.pt"]
+            if numbered:
+                paths.append(self.save_dir / f"checkpoint_{self.update}.pt")
+            if best:
+                paths.append(self.save_dir / "checkpoint_best.pt")
+            save_checkpoint(self._state(), paths)
+            keep = self.cfg.keep_interval_checkpoints
+            if numbered and keep >= 0:
+                old = sorted(self.save_dir.glob("checkpoint_[0-9]*.pt"), key=lambda q: int(q.stem.split("_")[1]))
+                for q in old[: max(len(old) - keep, 0)]:
+                    q.unlink()
+        D.barrier(self.env)
+
+    # ---- data -------------------------------------------------------------------------------
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        if self._batches is None or self._batches_epoch != epoch:
+            w, c = self.env.world_size, self.cfg
+            limit = c.max_tokens * w
+            src = self.train_data.src_sizes.copy()
+            tgt = self.train_data.tgt_sizes.copy()
+            too_long = (src > c.max_positions) | (tgt > c.max_positions)
+            src[too_long] = limit + 1  # batch_by_tokens drops what exceeds the budget
+            self._batches = batch_by_tokens(
+                src, tgt, limit, max_sentences=c.max_sentences * w if c.max_sentences else None,
+                seed=c.seed, epoch=epoch, shuffle=True,
+            )
+            self._batches_epoch = epoch
+        return self._batches
+
+    def _next_batch(self) -> list[int]:
+        batches = self._epoch_batches(self.epoch)
+        if self.batch_index >= len(batches):
+            self.epoch, self.batch_index = self.epoch + 1, 0
+            batches = self._epoch_batches(self.epoch)
+        ids = batches[self.batch_index]
+        self.batch_index += 1
+        return ids[self.env.rank::self.env.world_size]
+
+    def _collate(self, dataset: ParallelDataset, ids: list[int]) -> dict:
+        sample = collate([dataset[i] for i in ids], self.pad, self.eos)
+        for k in ("src_tokens", "src_lengths", "prev_output_tokens", "target"):
+            sample[k] = sample[k].to(self.device, non_blocking=True)
+        return sample
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # ---- one update -------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """Forward/backward `update_freq` micro-batches for each sampled subnet, all-reduce, step."""
+        c = self.cfg
+        update = self.update + 1
+        configs = self.sampler.configs(update)
+        key = ";".join(describe(x) for x in configs)
+        self.subnet_digest = hashlib.sha256((self.subnet_digest + key).encode()).hexdigest()
+        torch.manual_seed(_update_seed(c.seed, update, self.env.rank))
+        lr = self.schedule.step(self.optimizer, update)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        distill = c.sampling.distill and c.sampling.policy == "sandwich"
+        alpha = float(c.sampling.distill_alpha)
+        loss_sum = nll_sum = ntokens = nsent = 0.0
+        for _ in range(c.update_freq):
+            ids = self._next_batch()
+            if not ids:
+                continue
+            sample = self._collate(self.train_data, ids)
+            target = sample["target"]
+            teacher = None
+            for j, sub in enumerate(configs):
+                with self._autocast():
+                    logits = self.model(sample["src_tokens"], sample["src_lengths"], sample["prev_output_tokens"], sub)
+                loss, nll = label_smoothed_nll_loss(logits, target, c.label_smoothing, self.pad)
+                if j == 0:
+                    loss_sum += loss.item()
+                    nll_sum += nll.item()
+                    if distill:
+                        teacher = torch.softmax(logits.detach().float(), dim=-1)
+                elif teacher is not None:
+                    loss = (1 - alpha) * loss + alpha * distill_loss(logits, teacher, target, self.pad)
+                self.scaler.scale(loss).backward()
+                del logits
+            ntokens += sample["ntokens"]
+            nsent += sample["nsentences"]
+        loss_sum, nll_sum, ntokens, nsent = D.all_reduce_sum([loss_sum, nll_sum, ntokens, nsent], self.env, self.device)
+        D.all_reduce_grads(self.params, self.env)
+        if ntokens > 0:
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad.div_(ntokens)
+        self.scaler.unscale_(self.optimizer)
+        gnorm = float("nan")
+        if c.clip_norm > 0:
+            gnorm = float(torch.nn.utils.clip_grad_norm_(self.params, c.clip_norm))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.update = update
+        n = max(ntokens, 1)
+        return {"loss": loss_sum / n, "nll": nll_sum / n, "ntokens": ntokens, "nsentences": nsent, "lr": lr, "gnorm": gnorm}
+
+    # ---- validation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict[str, dict[str, float]]:
+        """Loss / nll (nats per target token) and perplexity of the validation subnets."""
+        self.model.eval()
+        w = self.env.world_size
+        n_valid = len(self.valid_data)
+        if self.cfg.max_valid_sentences:
+            n_valid = min(n_valid, int(self.cfg.max_valid_sentences))
+        batches = batch_by_tokens(self.valid_data.src_sizes[:n_valid], self.valid_data.tgt_sizes[:n_valid],
+                                  self.cfg.max_tokens * w, seed=self.cfg.seed, epoch=1, shuffle=False)
+        out = {}
+        for name, sub in self.sampler.validation_configs().items():
+            loss_sum = nll_sum = ntok = 0.0
+            for ids in batches:
+                ids = ids[self.env.rank::w]
+                if not ids:
+                    continue
+                sample = self._collate(self.valid_data, ids)
+                with self._autocast():
+                    logits = self.model(sample["src_tokens"], sample["src_lengths"], sample["prev_output_tokens"], sub)
+                loss, nll = label_smoothed_nll_loss(logits, sample["target"], self.cfg.label_smoothing, self.pad)
+                loss_sum += loss.item()
+                nll_sum += nll.item()
+                ntok += sample["ntokens"]
+            loss_sum, nll_sum, ntok = D.all_reduce_sum([loss_sum, nll_sum, ntok], self.env, self.device)
+            n = max(ntok, 1)
+            out[name] = {"loss": loss_sum / n, "nll": nll_sum / n, "ppl": math.exp(min(nll_sum / n, 50))}
+        return out
+
+    # ---- loop -------------------------------------------------------------------------------
+    def _log(self, record: dict) -> None:
+        if self.env.is_master:
+            with open(self.save_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def train(self) -> dict[str, Any]:
+        """Run to `max_updates` (or `max_epochs` / `stop_time_minutes`); return the last validation."""
+        from tqdm import tqdm
+
+        c, master = self.cfg, self.env.is_master
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        if master:
+            (self.save_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg), encoding="utf-8")
+            n = sum(p.numel() for p in self.params)
+            print(f"hat train: space {self.space.name}, {n / 1e6:.2f} M params, policy {c.sampling.policy}, "
+                  f"{len(self.train_data)} train pairs, world {self.env.world_size}, device {self.device}, "
+                  f"amp {self.amp_dtype or 'fp32'}", file=sys.stderr)
+        if self.update >= c.max_updates:
+            if master:
+                print(f"hat train: {self.save_dir} already reached max_updates={c.max_updates}", file=sys.stderr)
+            return {"update": self.update, "valid": self.valid_history[-1] if self.valid_history else None,
+                    "subnet_digest": self.subnet_digest}
+        bar = tqdm(total=c.max_updates, initial=self.update, disable=not (master and c.progress),
+                   dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        t_start = time.time()
+        t0, tok0, last_valid = time.time(), 0.0, None
+        win_loss = win_tok = 0.0
+        saved_at = validated_at = -1
+        while self.update < c.max_updates:
+            if c.max_epochs and self.epoch > c.max_epochs:
+                break
+            if c.stop_time_minutes and time.time() - t_start > 60 * c.stop_time_minutes:
+                break
+            stats = self.train_step()
+            tok0 += stats["ntokens"]
+            win_loss += stats["loss"] * stats["ntokens"]
+            win_tok += stats["ntokens"]
+            bar.update(1)
+            u = self.update
+            if u % c.log_interval == 0 or u == c.max_updates:
+                dt = max(time.time() - t0, 1e-9)
+                rec = {"update": u, "epoch": self.epoch, "loss": win_loss / max(win_tok, 1), "lr": stats["lr"],
+                       "tokens_per_s": tok0 / dt, "wall_s": round(time.time() - t_start, 1)}
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}", lr=f"{stats['lr']:.2e}")
+                self._log({"train": rec})
+                if self.writer:
+                    self.writer.add_scalar("train/loss", rec["loss"], u)
+                    self.writer.add_scalar("train/lr", stats["lr"], u)
+                    self.writer.add_scalar("train/tokens_per_s", rec["tokens_per_s"], u)
+                t0, tok0, win_loss, win_tok = time.time(), 0.0, 0.0, 0.0
+            best = False
+            if u % c.validate_interval == 0:
+                last_valid, best = self._validate_and_log(t_start)
+                validated_at = u
+            if u % c.save_interval == 0 or best:
+                self.save(best=best, numbered=u % c.save_interval == 0)
+                saved_at = u
+        bar.close()
+        if validated_at != self.update:
+            last_valid, best = self._validate_and_log(t_start)
+            if best or saved_at != self.update:
+                self.save(best=best)
+        elif saved_at != self.update:
+            self.save()
+        digests = D.all_gather_object(self.subnet_digest, self.env)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"ranks trained different subnets: {digests}")
+        if self.writer:
+            self.writer.close()
+        return {"update": self.update, "valid": last_valid, "subnet_digest": digests[0]}
+
+    def _validate_and_log(self, t_start: float) -> tuple[dict, bool]:
+        res = self.validate()
+        first = next(iter(res))
+        best = res[first]["loss"] < self.best_loss
+        if best:
+            self.best_loss = res[first]["loss"]
+        rec = {"update": self.update, "epoch": self.epoch, "wall_s": round(time.time() - t_start, 1), **res}
+        self.valid_history.append(rec)
+        self._log({"valid": rec})
+        if self.env.is_master:
+            msg = " | ".join(f"{k} loss {v['loss']:.3f} ppl {v['ppl']:.2f}" for k, v in res.items())
+            print(f"valid @ {self.update}: {msg}", file=sys.stderr, flush=True)
+            if self.writer:
+                for k, v in res.items():
+                    self.writer.add_scalar(f"valid/{k}_loss", v["loss"], self.update)
+                    self.writer.add_scalar(f"valid/{k}_ppl", v["ppl"], self.update)
+        return res, best

@@ -1,0 +1,234 @@
+"""SuperTransformer training: loss, schedules, sampling, checkpoints, SIGKILL-resume, DDP."""
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from hat.cli import main
+from hat.errors import CheckpointError
+from hat.space import load_space, save_subconfig
+from hat.train import LRSchedule, Sampler, label_smoothed_nll_loss, load_checkpoint, load_super_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SPACE = {
+    "name": "test-micro",
+    "super": {"encoder_embed_dim": 32, "decoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
+              "decoder_ffn_embed_dim": 64, "encoder_layer_num": 2, "decoder_layer_num": 2,
+              "encoder_attention_heads": 2, "decoder_attention_heads": 2, "qkv_dim": 32},
+    "choices": {"encoder_embed_dim": [32, 24], "decoder_embed_dim": [32, 24], "encoder_layer_num": [1, 2],
+                "decoder_layer_num": [1, 2], "encoder_ffn_embed_dim": [64, 32], "decoder_ffn_embed_dim": [64, 32],
+                "encoder_self_attention_heads": [2, 1], "decoder_self_attention_heads": [2, 1],
+                "decoder_ende_attention_heads": [2, 1], "decoder_arbitrary_ende_attn": [-1, 1]},
+}
+
+
+# ---- fixtures ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """~300 synthetic de-en pairs (a word-by-word 'translation') prepared with `hat prepare text`."""
+    d = tmp_path_factory.mktemp("train")
+    rng = random.Random(0)
+    de = "haus katze hund baum auto buch tisch stuhl fenster tuer rot blau gruen gross klein alt neu und oder nicht".split()
+    en = "house cat dog tree car book table chair window door red blue green big small old new and or not".split()
+    for split, n in (("train", 300), ("valid", 40)):
+        src, tgt = [], []
+        for _ in range(n):
+            idx = [rng.randrange(len(de)) for _ in range(rng.randint(3, 12))]
+            src.append(" ".join(de[i] for i in idx))
+            tgt.append(" ".join(en[i] for i in idx))
+        (d / f"{split}.de").write_text("\n".join(src) + "\n")
+        (d / f"{split}.en").write_text("\n".join(tgt) + "\n")
+    rc = main(["prepare", "text", "--src", "de", "--tgt", "en", "--trainpref", str(d / "train"),
+               "--validpref", str(d / "valid"), "--out", str(d / "data"), "--vocab-size", "100"])
+    assert rc == 0
+    (d / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    cfg = {"space": str(d / "space.yaml"), "data": str(d / "data"), "max_tokens": 256, "max_updates": 30,
+           "lr": 3e-3, "warmup_updates": 5, "validate_interval": 10, "save_interval": 10, "log_interval": 5,
+           "dropout": 0.1, "num_threads": 1, "tensorboard": False, "progress": False, "max_positions": 64}
+    (d / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    return d
+
+
+def _train(work: Path, save_dir: Path, *overrides: str) -> int:
+    return main(["train", "--config", str(work / "cfg.yaml"), f"save_dir={save_dir}", *overrides])
+
+
+def _model_state(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+@pytest.fixture(scope="module")
+def trained(work) -> Path:
+    out = work / "run_uniform"
+    assert _train(work, out) == 0
+    return out
+
+
+# ---- units -----------------------------------------------------------------------------------
+def test_label_smoothing_follows_fairseq_and_ignores_pad():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 11)
+    target = torch.randint(3, 11, (2, 5))
+    target[0, 3:] = 1  # pad
+    loss, nll = label_smoothed_nll_loss(logits, target, 0.0, ignore_index=1)
+    ref = F.cross_entropy(logits.view(-1, 11), target.view(-1), ignore_index=1, reduction="sum")
+    assert torch.allclose(loss, ref) and torch.allclose(nll, ref)
+    eps = 0.1
+    loss, nll = label_smoothed_nll_loss(logits, target, eps, ignore_index=1)
+    lp = F.log_softmax(logits, -1)
+    keep = target.ne(1)
+    smooth = -lp.sum(-1)[keep].sum()
+    expected = (1 - eps - eps / 10) * ref + eps / 10 * smooth
+    assert torch.allclose(loss, expected) and torch.allclose(nll, ref)
+
+
+def test_lr_schedules():
+    cos = LRSchedule("cosine", 1e-3, warmup_updates=100, warmup_init_lr=1e-7, min_lr=1e-7, max_updates=1100)
+    assert cos.lr_at(0) == pytest.approx(1e-7)
+    assert cos.lr_at(50) == pytest.approx((1e-7 + 1e-3) / 2)
+    assert cos.lr_at(100) == pytest.approx(1e-3)
+    assert cos.lr_at(600) == pytest.approx((1e-3 + 1e-7) / 2)
+    assert cos.lr_at(1100) == pytest.approx(1e-7)
+    inv = LRSchedule("inverse_sqrt", 5e-4, warmup_updates=4000, warmup_init_lr=1e-7, min_lr=0, max_updates=50000)
+    assert inv.lr_at(4000) == pytest.approx(5e-4)
+    assert inv.lr_at(16000) == pytest.approx(2.5e-4)
+
+
+def test_sampling_depends_only_on_update_number():
+    space = load_space("tiny")
+    a, b = Sampler(space, "uniform", seed=3), Sampler(space, "uniform", seed=3)
+    assert [a.configs(u) for u in range(1, 20)] == [b.configs(u) for u in range(1, 20)]
+    assert a.configs(1) == [space.sample(random.Random(3 + 1))]
+    assert len({a.configs(u)[0] for u in range(1, 20)}) > 5
+    sw = Sampler(space, "sandwich", seed=3, sandwich_k=2).configs(7)
+    assert sw[:2] == [space.largest(), space.smallest()] and len(sw) == 4
+    fixed = Sampler(space, "fixed", seed=3, subnet=space.smallest())
+    assert fixed.configs(1) == fixed.configs(99) == [space.smallest()]
+
+
+# ---- end to end ------------------------------------------------------------------------------
+def test_training_writes_checkpoints_and_loss_falls(trained):
+    names = sorted(p.name for p in trained.glob("checkpoint*.pt"))
+    assert names == ["checkpoint_10.pt", "checkpoint_20.pt", "checkpoint_30.pt", "checkpoint_best.pt", "checkpoint_last.pt"]
+    ck = load_checkpoint(trained / "checkpoint_last.pt")
+    assert ck["update"] == 30 and ck["config"]["max_updates"] == 30
+    assert ck["space"]["name"] == "test-micro" and set(ck["rng"]) >= {"python", "numpy", "torch"}
+    losses = [v["largest"]["loss"] for v in ck["valid"]]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert ck["best_valid_loss"] == pytest.approx(min(losses))
+    assert not list(trained.glob("*.tmp"))
+
+
+def test_load_super_checkpoint_rebuilds_the_model(trained, work):
+    model, ck = load_super_checkpoint(trained / "checkpoint_best.pt")
+    assert not model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ck["model"][k])
+    src = torch.tensor([[5, 6, 7, 2]])
+    out = model(src, torch.tensor([4]), torch.tensor([[2, 5, 6]]), model.space.smallest())
+    assert out.shape[:2] == (1, 3) and torch.isfinite(out).all()
+
+
+def test_bad_checkpoints_are_refused(trained, work, tmp_path, capsys):
+    good = (trained / "checkpoint_last.pt").read_bytes()
+    bad = tmp_path / "run" / "checkpoint_last.pt"
+    bad.parent.mkdir()
+    bad.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="checkpoint_last.pt"):
+        load_checkpoint(bad)
+    assert _train(work, bad.parent) == 2  # the CLI refuses to resume from it, one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corrupt or truncated" in err[0] and str(bad) in err[0]
+    # a checkpoint of another design space in save_dir
+    other = dict(SPACE, name="other")
+    other["choices"] = dict(SPACE["choices"], encoder_ffn_embed_dim=[64, 48])
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    bad.write_bytes(good)
+    assert _train(work, bad.parent, f"space={tmp_path / 'other.yaml'}") == 2
+    err = capsys.readouterr().err
+    assert "design space 'test-micro'" in err and str(bad) in err
+
+
+def test_sigkill_then_resume_is_bitwise_identical(work, tmp_path):
+    over = ["max_updates=150", "save_interval=10", "validate_interval=50", "log_interval=50"]
+    ref = tmp_path / "ref"
+    assert _train(work, ref, *over) == 0
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "hat", "train", "--config", str(work / "cfg.yaml"), f"save_dir={killed}", *over]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.time() + 60
+    while not (killed / "checkpoint_last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    at = load_checkpoint(killed / "checkpoint_last.pt")["update"]
+    assert 10 <= at < 150, "the run must have been killed mid-way"
+    assert _train(work, killed, *over) == 0
+    a, b = _model_state(ref / "checkpoint_last.pt"), _model_state(killed / "checkpoint_last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    oa = load_checkpoint(ref / "checkpoint_last.pt")["optimizer"]["state"]
+    ob = load_checkpoint(killed / "checkpoint_last.pt")["optimizer"]["state"]
+    assert all(torch.equal(oa[i]["exp_avg_sq"], ob[i]["exp_avg_sq"]) for i in oa)
+
+
+def test_sandwich_with_distillation_trains(work, tmp_path):
+    out = tmp_path / "sw"
+    assert _train(work, out, "sampling.policy=sandwich", "sampling.sandwich_k=1", "sampling.distill=true",
+                  "sampling.distill_alpha=0.5", "max_updates=10") == 0
+    ck = load_checkpoint(out / "checkpoint_last.pt")
+    assert ck["update"] == 10 and math.isfinite(ck["valid"][-1]["smallest"]["loss"])
+
+
+def test_fixed_subnet_retraining_from_inherited_weights(trained, work, tmp_path):
+    space = load_space(work / "space.yaml")
+    sub = space.smallest()  # 1+1 layers, d 24, ffn 32
+    save_subconfig(sub, tmp_path / "sub.yaml")
+    out = tmp_path / "fixed"
+    assert _train(work, out, "sampling.policy=fixed", f"sampling.subnet={tmp_path / 'sub.yaml'}",
+                  f"init_from={trained / 'checkpoint_last.pt'}", "max_updates=5", "dropout=0") == 0
+    before, after = _model_state(trained / "checkpoint_last.pt"), _model_state(out / "checkpoint_last.pt")
+    ck = load_checkpoint(out / "checkpoint_last.pt")
+    assert list(ck["valid"][-1]) == ["update", "epoch", "wall_s", "subnet"]
+    w = "encoder.layers.0.ffn.fc1.weight"
+    assert not torch.equal(before[w][:32, :24], after[w][:32, :24])  # the subnet trained
+    assert torch.equal(before[w][32:], after[w][32:])  # inherited weights outside it untouched
+    skipped = "encoder.layers.1.ffn.fc1.weight"
+    assert torch.equal(before[skipped], after[skipped])
+
+
+def test_unknown_override_is_refused(work, tmp_path, capsys):
+    assert _train(work, tmp_path / "x", "sampling.polcy=uniform") == 2
+    assert "sampling.polcy" in capsys.readouterr().err
+
+
+def test_ddp_two_processes_match_one_process(work, tmp_path):
+    over = ["max_updates=8", "dropout=0", "attention_dropout=0", "validate_interval=8", "save_interval=8",
+            "lr_scheduler=fixed", "lr=1e-3", "adam_eps=1e-4"]
+    # adam_eps: some gradients are exactly zero in exact arithmetic (a key-projection bias shifts
+    # every score equally) and only rounding noise in practice; Adam with a tiny eps would blow
+    # that noise up to full-size steps that differ between 1 and 2 processes.
+    single = tmp_path / "single"
+    assert _train(work, single, "max_tokens=512", *over) == 0
+    ddp = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "hat",
+           "train", "--config", str(work / "cfg.yaml"), f"save_dir={ddp}", "max_tokens=256", *over]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = load_checkpoint(single / "checkpoint_last.pt"), load_checkpoint(ddp / "checkpoint_last.pt")
+    assert b["world_size"] == 2 and a["subnet_digest"] == b["subnet_digest"]
+    for k, v in a["model"].items():
+        assert torch.allclose(v, b["model"][k], atol=1e-5), k
+    assert a["valid"][-1]["largest"]["loss"] == pytest.approx(b["valid"][-1]["largest"]["loss"], rel=1e-4)
