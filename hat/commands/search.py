@@ -1,0 +1,222 @@
+"""`hat search`: latency-constrained architecture search over a trained SuperTransformer.
+
+    hat search --checkpoint SUPER.pt --device cpu-2core --latency-constraint 60 \
+        --data data/debian.de-en --out search/subnet.yml
+
+Writes the best subnet (our YAML and HAT's `.hat.yml`), a per-generation log CSV, the
+Pareto front of all evaluated candidates (CSV + PNG), TensorBoard scalars, and a state
+file that lets a killed search resume (`--no-resume` starts over). Under torchrun
+(`torchrun --nproc_per_node 2 search.py ...`, gloo on CPU) every rank runs the same seeded
+search and scores a share of each generation; rank 0 writes the files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from hat.errors import CheckpointError, DataError, HatError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="latency-constrained architecture search (HAT's evolution)",
+                       description="Search a SubTransformer that meets a latency constraint on a device.")
+    g = p.add_argument_group("inputs")
+    g.add_argument("--checkpoint", help="SuperTransformer checkpoint from `hat train` (needed by --scorer loss)")
+    g.add_argument("--device", help="device name (hat/configs/device) or device YAML; gives the latency predictor")
+    g.add_argument("--predictor", help="latency predictor file (overrides the device's), or macs[:MS_PER_GMAC] "
+                                       "for a device-free MACs proxy")
+    g.add_argument("--latency-constraint", type=float, help="max predicted latency in ms (required except nsga2)")
+    g.add_argument("--data", help="data directory from `hat prepare` (needed by --scorer loss)")
+    g.add_argument("--space", help="design space name or YAML (default: the checkpoint's)")
+    g.add_argument("--out", required=True, help="best subnet YAML; siblings get .hat.yml, .log.csv, .pareto.csv/.png")
+    a = p.add_argument_group("algorithm (HAT's defaults)")
+    a.add_argument("--algorithm", default="evolution", choices=["evolution", "random", "nsga2"])
+    a.add_argument("--scorer", default="loss", choices=["loss", "params"],
+                   help="loss: inherited-weight validation loss; params: -decoder non-embedding params (no training)")
+    a.add_argument("--population", type=int, default=125)
+    a.add_argument("--parents", type=int, default=25)
+    a.add_argument("--mutations", type=int, default=50)
+    a.add_argument("--crossovers", type=int, default=50)
+    a.add_argument("--iterations", type=int, default=30)
+    a.add_argument("--mutate-prob", type=float, default=0.3)
+    a.add_argument("--max-tries", type=int, default=1000, help="resampling guard per candidate")
+    a.add_argument("--seed", type=int, default=1)
+    s = p.add_argument_group("loss scorer")
+    s.add_argument("--valid-subset", default="valid")
+    s.add_argument("--valid-sentences", type=int, default=500, help="fixed seeded subset size (0: all)")
+    s.add_argument("--max-tokens", type=int, default=4096)
+    s.add_argument("--label-smoothing", type=float, default=0.0)
+    s.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--state", help="state file (default OUT_STEM.state.json)")
+    o.add_argument("--no-resume", action="store_true", help="ignore an existing state file")
+    o.add_argument("--log-csv", help="per-generation log (default OUT_STEM.log.csv)")
+    o.add_argument("--tensorboard-dir", help="TensorBoard dir (default OUT_STEM.tb; 'none' disables)")
+    o.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def out_paths(out: str | Path) -> dict[str, Path]:
+    """`dir/subnet.yml` -> `dir/subnet.hat.yml`, `.log.csv`, `.pareto.csv`, `.pareto.png`, `.state.json`, `.tb`."""
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix in (".yml", ".yaml") else out
+    s = str(stem)
+    return {"out": out, "hat": Path(s + ".hat.yml"), "log": Path(s + ".log.csv"), "pareto_csv": Path(s + ".pareto.csv"),
+            "pareto_png": Path(s + ".pareto.png"), "state": Path(s + ".state.json"), "tb": Path(s + ".tb")}
+
+
+def _predictor(args: argparse.Namespace, space):
+    """(predictor object, name) from --predictor or the device's registered predictor."""
+    from hat.search.scorers import MacsPredictor
+
+    if args.predictor and args.predictor.split(":")[0] == "macs":
+        parts = args.predictor.split(":")
+        try:
+            k = float(parts[1]) if len(parts) > 1 else 100.0
+        except ValueError:
+            raise HatError(f"--predictor {args.predictor}: expected macs or macs:MS_PER_GMAC") from None
+        return MacsPredictor(space, k), f"macs x {k:g} ms/GMAC"
+    try:
+        from hat.latency.devices import resolve_device
+        from hat.latency.predictors import load_predictor
+    except ImportError as e:
+        raise HatError(f"latency predictors unavailable ({e}); pass --predictor macs") from None
+    if args.predictor:
+        path = Path(args.predictor)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such predictor file")
+        pred = load_predictor(path)
+    else:
+        dev = resolve_device(args.device)
+        pred = load_predictor(dev.predictor_path())
+    if hasattr(pred, "check_space"):
+        pred.check_space(space)
+    return pred, str(args.predictor or args.device)
+
+
+def run(args: argparse.Namespace) -> int:
+    # ---- cheap input checks first: bad input fails in milliseconds with one line -------
+    if args.scorer == "loss":
+        if not args.checkpoint:
+            raise HatError("--scorer loss needs --checkpoint (or use --scorer params)")
+        if not args.data:
+            raise HatError("--scorer loss needs --data (a `hat prepare` directory)")
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise CheckpointError(f"{args.checkpoint}: no such checkpoint file")
+    if args.data and not Path(args.data, "meta.json").is_file():
+        raise DataError(f"{args.data}: not a `hat prepare` data directory (no meta.json)")
+    if not args.device and not args.predictor:
+        raise HatError("give --device NAME (its latency predictor) or --predictor FILE")
+    if args.device and not args.predictor:
+        from hat.latency.devices import resolve_device
+
+        resolve_device(args.device)  # unknown device -> one-line ConfigError
+    if args.latency_constraint is None and args.algorithm != "nsga2":
+        raise HatError("--latency-constraint MS is required (nsga2 may omit it for the unconstrained front)")
+    if args.latency_constraint is not None and args.latency_constraint <= 0:
+        raise HatError(f"--latency-constraint {args.latency_constraint:g}: must be positive")
+    if args.space is None and not args.checkpoint:
+        raise HatError("--space is required without --checkpoint")
+
+    import torch
+
+    from hat.search import ALGORITHMS, EvolutionSettings, GenerationLog, Latency, LossScorer, ParamsScorer
+    from hat.space import load_space
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    started_dist = _maybe_init_distributed()
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    try:
+        model = None
+        if args.checkpoint and args.scorer == "loss" or (args.checkpoint and args.space is None):
+            from hat.train.checkpoint import load_super_checkpoint
+
+            model, _ = load_super_checkpoint(args.checkpoint, map_location="cpu")
+        space = load_space(args.space) if args.space else model.space
+        if model is not None and args.space:
+            if space.to_dict()["super"] != model.space.to_dict()["super"]:
+                raise HatError(f"--space {args.space}: super dims differ from the checkpoint's space {model.space.name}")
+            model.space = space  # search a sub-space of the trained one (validate() uses it)
+        predictor, pred_name = _predictor(args, space)
+        latency = Latency(predictor, pred_name)
+        if args.scorer == "loss":
+            scorer = LossScorer(model, args.data, split=args.valid_subset, valid_sentences=args.valid_sentences,
+                                max_tokens=args.max_tokens, seed=args.seed, label_smoothing=args.label_smoothing)
+        else:
+            scorer = ParamsScorer(space)
+        settings = EvolutionSettings(args.population, args.parents, args.mutations, args.crossovers, args.iterations,
+                                     args.mutate_prob, args.max_tries, args.seed)
+        paths = out_paths(args.out)
+        state_path = Path(args.state) if args.state else paths["state"]
+        tb = None if (args.tensorboard_dir or "").lower() == "none" else (args.tensorboard_dir or paths["tb"])
+        log = GenerationLog(args.log_csv or paths["log"], tb, settings.iterations + 1,
+                            progress=not args.no_progress, enabled=rank == 0, desc=f"search {args.algorithm}")
+        fp = {"checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else None,
+              "predictor": pred_name, "data": str(args.data), "valid_subset": args.valid_subset,
+              "valid_sentences": args.valid_sentences, "max_tokens": args.max_tokens,
+              "label_smoothing": args.label_smoothing}
+        t0 = time.perf_counter()
+        result = ALGORITHMS[args.algorithm](
+            space, scorer, latency, args.latency_constraint, settings, state_path=state_path,
+            resume=not args.no_resume, log=log, fingerprint_extra=fp, device_name=str(args.device or pred_name),
+        )
+        wall = time.perf_counter() - t0
+        if rank == 0:
+            _write_outputs(result, space, paths, args, scorer.name)
+            _print_summary(result, paths, args, wall, scorer, space)
+    finally:
+        if started_dist:
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+def _maybe_init_distributed() -> bool:
+    """Join the torchrun group (gloo: CPU) when launched with WORLD_SIZE > 1."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return False
+    dist.init_process_group("gloo")
+    return True
+
+
+def _write_outputs(result, space, paths: dict[str, Path], args: argparse.Namespace, score_name: str) -> None:
+    from hat.search.pareto import non_dominated, plot_front, write_front_csv
+    from hat.space import save_subconfig
+
+    save_subconfig(result.best, paths["out"])
+    save_subconfig(result.best, paths["hat"], hat_format=True, space=space)
+    ev = result.evaluated
+    feas = [i for i, e in enumerate(ev) if e.latency <= result.constraint]
+    lats = [ev[i].latency for i in feas]
+    scores = [ev[i].score for i in feas]
+    front = non_dominated(list(zip(lats, scores)))
+    write_front_csv(paths["pareto_csv"], [ev[i].cfg for i in feas], lats, scores, front)
+    best = next((i for i, e in enumerate(ev) if e.cfg == result.best), None)
+    try:
+        plot_front(paths["pareto_png"], [e.latency for e in ev], [e.score for e in ev], [feas[i] for i in front],
+                   constraint=result.constraint, best=best, score_name=score_name,
+                   title=f"{args.algorithm}, {len(ev)} unique candidates")
+    except Exception as e:  # a plotting problem must not lose the search result
+        print(f"warning: could not plot the Pareto front ({type(e).__name__}: {e})")
+
+
+def _print_summary(result, paths, args, wall: float, scorer, space) -> None:
+    from hat.space import describe, num_params
+
+    print(f"best ({args.algorithm}, {scorer.name} scorer): score {result.best_score:.6g}, predicted latency "
+          f"{result.best_latency:.4g} ms (constraint {result.constraint:g} ms)")
+    print(f"  {describe(result.best)}")
+    print(f"  {num_params(result.best, space) / 1e6:.2f} M params")
+    rate = scorer.calls / scorer.seconds if scorer.seconds > 0 else float("nan")
+    print(f"evaluations {result.evaluations} ({len(result.evaluated)} unique), {len(result.front)} on the Pareto front; "
+          f"{wall:.1f} s this run, {result.elapsed:.1f} s total; scorer {rate:.1f} configs/s")
+    print("wrote " + ", ".join(str(paths[k]) for k in ("out", "hat", "log", "pareto_csv", "pareto_png")))
+    print(json.dumps({"best_score": result.best_score, "best_latency_ms": result.best_latency,
+                      "evaluations": result.evaluations, "elapsed_s": round(result.elapsed, 2)}))

@@ -1,0 +1,5 @@
+"""`python search.py ARGS` == `hat search ARGS` (HAT's script name)."""
+from hat.cli import run_as_script
+
+if __name__ == "__main__":
+    run_as_script("search")
