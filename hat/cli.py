@@ -20,6 +20,9 @@ COMMANDS = [
     "prepare",
     "train",
     "search",
+    "export",
+    "evaluate",
+    "demo",
 ]
 
 
