@@ -1,0 +1,193 @@
+"""Latency CSV io: our files and HAT's, read by the same function.
+
+Our rows are HAT's 14 columns first (so HAT's own reader, which takes columns 0-9 as features
+and 10-11 as encoder/decoder ms, still works), then `config` (the SubConfig as JSON), `params`,
+`macs` and `peak_memory_bytes`. The protocol and machine (threads, backend, torch version, CPU
+model) go to a sidecar `NAME.meta.json` rather than `#` lines, which HAT's reader would choke on.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from hat.errors import ConfigError, DataError
+from hat.space import HAT_FEATURE_NAMES, SubConfig
+
+LATENCY_COLUMNS = ("latency_mean_encoder", "latency_mean_decoder", "latency_std_encoder", "latency_std_decoder")
+HAT_COLUMNS = HAT_FEATURE_NAMES + LATENCY_COLUMNS
+OUR_COLUMNS = HAT_COLUMNS + ("config", "params", "macs", "peak_memory_bytes")
+
+
+def meta_path(csv_path: str | Path) -> Path:
+    """`x.csv` -> `x.meta.json` (protocol and environment of the measurement)."""
+    p = Path(csv_path)
+    return p.with_name(p.stem + ".meta.json") if p.suffix == ".csv" else p.with_name(p.name + ".meta.json")
+
+
+@dataclass
+class LatencyData:
+    """Rows of one latency CSV. `configs` is None for HAT files (they carry only averages)."""
+
+    path: str
+    hat_features: np.ndarray  # (N, 10) raw HAT averages
+    latency_encoder: np.ndarray  # (N,) ms
+    latency_decoder: np.ndarray
+    configs: list[SubConfig] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def latency_ms(self) -> np.ndarray:
+        """HAT's target: encoder + decoder mean, ms."""
+        return self.latency_encoder + self.latency_decoder
+
+    def __len__(self) -> int:
+        return len(self.latency_encoder)
+
+    def subset(self, idx: Iterable[int]) -> "LatencyData":
+        idx = np.asarray(list(idx), dtype=int)
+        return LatencyData(
+            self.path, self.hat_features[idx], self.latency_encoder[idx], self.latency_decoder[idx],
+            None if self.configs is None else [self.configs[i] for i in idx], self.meta,
+        )
+
+
+def _float(path: Path, lineno: int, col: str, text: str) -> float:
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}:{lineno}: column {col} is not a number ({text!r})") from None
+    if not np.isfinite(v):
+        raise DataError(f"{path}:{lineno}: column {col} is not finite ({text!r})")
+    return v
+
+
+def read_latency_csv(path: str | Path) -> LatencyData:
+    """Read our CSV or HAT's as-is. Missing columns, short (truncated) or non-numeric rows and
+    empty files raise DataError naming the file (and line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: unreadable ({type(e).__name__})") from None
+    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    if not lines or not lines[0].strip():
+        raise DataError(f"{path}: empty latency CSV (expected a header with {', '.join(HAT_COLUMNS[:2])}, ...)")
+    try:
+        rows = list(csv.reader(lines))
+    except csv.Error as e:
+        raise DataError(f"{path}: malformed CSV ({e})") from None
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in HAT_COLUMNS if c not in header]
+    if missing:
+        raise DataError(f"{path}: not a latency CSV, missing column(s) {', '.join(missing)}")
+    col = {c: header.index(c) for c in header}
+    has_cfg = "config" in col
+    feats, enc, dec, cfgs = [], [], [], []
+    for i, row in enumerate(rows[1:], start=2):
+        if not row or all(not x.strip() for x in row):
+            continue
+        if len(row) < len(header):
+            raise DataError(f"{path}:{i}: truncated row ({len(row)} of {len(header)} fields)")
+        if len(row) > len(header):
+            raise DataError(f"{path}:{i}: row has {len(row)} fields, header has {len(header)}")
+        feats.append([_float(path, i, c, row[col[c]]) for c in HAT_FEATURE_NAMES])
+        enc.append(_float(path, i, "latency_mean_encoder", row[col["latency_mean_encoder"]]))
+        dec.append(_float(path, i, "latency_mean_decoder", row[col["latency_mean_decoder"]]))
+        if has_cfg:
+            try:
+                cfgs.append(SubConfig.from_dict(json.loads(row[col["config"]]), source=f"{path}:{i}"))
+            except json.JSONDecodeError:
+                raise DataError(f"{path}:{i}: column config is not JSON") from None
+            except ConfigError as e:
+                raise DataError(str(e)) from None
+    if not enc:
+        raise DataError(f"{path}: no data rows")
+    meta = {}
+    mp = meta_path(path)
+    if mp.is_file():
+        try:
+            meta = json.loads(mp.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DataError(f"{mp}: malformed JSON") from None
+    return LatencyData(str(path), np.array(feats, dtype=np.float64), np.array(enc), np.array(dec),
+                       cfgs if has_cfg else None, meta)
+
+
+def write_hat_csv(path: str | Path, data: LatencyData) -> None:
+    """HAT's 14-column format (e.g. to hand our measurements to HAT's own predictor)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(HAT_COLUMNS)
+        for j in range(len(data)):
+            w.writerow([*(f"{x:g}" for x in data.hat_features[j]), data.latency_encoder[j], data.latency_decoder[j], 0.0, 0.0])
+
+
+class LatencyWriter:
+    """Appends rows to our CSV, flushed and fsynced per row so an interrupted run loses at most
+    the row in flight; `measured()` reports config keys already present for resuming."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+        new = not self.path.is_file() or self.path.stat().st_size == 0
+        self._f = open(self.path, "a", newline="", encoding="utf-8")
+        self._w = csv.writer(self._f)
+        if new:
+            self._w.writerow(OUR_COLUMNS)
+            self._f.flush()
+
+    def _repair(self) -> None:
+        """Drop a partial last line left by a kill mid-write (no trailing newline)."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return
+        data = self.path.read_bytes()
+        if not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            with open(self.path, "r+b") as f:
+                f.truncate(cut)
+
+    def measured(self) -> set[tuple]:
+        if self.path.stat().st_size == 0:
+            return set()
+        self._f.flush()
+        with open(self.path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                return set()
+            if "config" not in header:
+                raise DataError(f"{self.path}: exists but has no config column, cannot resume into it")
+            ci = header.index("config")
+            keys = set()
+            for i, row in enumerate(reader, start=2):
+                if len(row) != len(header):
+                    raise DataError(f"{self.path}:{i}: malformed row, cannot resume (fix or remove the file)")
+                keys.add(SubConfig.from_dict(json.loads(row[ci])).key())
+        return keys
+
+    def write(self, cfg: SubConfig, hat_feats: dict[str, float], lat: dict[str, float], params: int, macs: int,
+              peak_memory_bytes: int) -> None:
+        row = [f"{hat_feats[c]:g}" for c in HAT_FEATURE_NAMES]
+        row += [f"{lat[c]:.4f}" for c in LATENCY_COLUMNS]
+        row += [json.dumps(cfg.to_dict(), separators=(",", ":")), params, macs, peak_memory_bytes]
+        self._w.writerow(row)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "LatencyWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

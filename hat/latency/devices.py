@@ -1,0 +1,86 @@
+"""Device registry: `hat/configs/device/NAME.yaml` (or any YAML path) -> DeviceSpec.
+
+A device YAML holds `name`, `description`, `predictor` (optional path) and `protocol`
+(src_len, tgt_len, beam, threads, backend, lat_norm ...). A relative predictor path is looked up
+in this order: the current directory, the project directory (the parent of the `hat` package,
+i.e. the repo root for a checkout or an editable install) and the YAML's own directory. A plain
+`pip install` ships no `latency_predictors/`, so there pass `--predictor PATH` or put an absolute
+path in your device YAML.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hat.errors import ConfigError
+
+DEVICE_DIR = Path(__file__).resolve().parent.parent / "configs" / "device"
+PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    name: str
+    description: str = ""
+    predictor: str | None = None  # as written in the YAML
+    protocol: dict[str, Any] = field(default_factory=dict, hash=False)
+    source: str = ""
+
+    @property
+    def lat_norm(self) -> float:
+        """HAT divides the latency target by this (Pi 5000, Xeon 300, GPU 200 ms)."""
+        return float(self.protocol.get("lat_norm", 100.0))
+
+    def predictor_path(self) -> Path:
+        """The predictor file, or a ConfigError saying how to make one."""
+        how = (
+            f"measure this device with `python measure_latency.py --device {self.name} --space SPACE --samples 1000 "
+            f"--out {self.name}.csv` and fit `python train_predictor.py --data {self.name}.csv --out {self.name}.pt`, "
+            f"or fit an existing HAT latency CSV: `python train_predictor.py --data HAT.csv --space SPACE --out P.pt`, "
+            f"then set `predictor:` in {self.source or 'the device YAML'} or pass --predictor"
+        )
+        if not self.predictor:
+            raise ConfigError(f"device {self.name}: no latency predictor yet; {how}")
+        found = find_file(self.predictor, Path(self.source).parent if self.source else None)
+        if found is None:
+            raise ConfigError(f"device {self.name}: predictor {self.predictor} not found (cwd, {PROJECT_DIR}); {how}")
+        return found
+
+
+def find_file(path: str | Path, extra_dir: Path | None = None) -> Path | None:
+    """Resolve a relative path against the cwd, the project dir, then `extra_dir`."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p if p.is_file() else None
+    for base in (Path.cwd(), PROJECT_DIR, extra_dir):
+        if base is not None and (base / p).is_file():
+            return (base / p).resolve()
+    return None
+
+
+def available_devices() -> list[str]:
+    return sorted(p.stem for p in DEVICE_DIR.glob("*.yaml"))
+
+
+def resolve_device(name: str | Path) -> DeviceSpec:
+    """A shipped device by name (`raspberrypi`, `xeon`, `titanxp`, `cpu-2core`) or a YAML path."""
+    p = Path(name)
+    if not p.is_file():
+        cand = DEVICE_DIR / f"{name}.yaml"
+        if not cand.is_file():
+            raise ConfigError(f"{name}: unknown device (shipped: {', '.join(available_devices())}) and no such file")
+        p = cand
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: malformed YAML ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not isinstance(data, dict) or "name" not in data:
+        raise ConfigError(f"{p}: not a device file (needs at least `name:`)")
+    proto = data.get("protocol") or {}
+    if not isinstance(proto, dict):
+        raise ConfigError(f"{p}: `protocol` must be a mapping")
+    pred = data.get("predictor")
+    return DeviceSpec(str(data["name"]), str(data.get("description", "")), str(pred) if pred else None, dict(proto), str(p))

@@ -1,0 +1,360 @@
+"""On-device latency measurement with HAT's protocol (DESIGN.md §4).
+
+HAT times batch 1, a 30-token source, the encoder once and then 30 incremental decoder
+steps over beam-5 copies with the KV cache, embeddings and output projection included and no
+beam bookkeeping; 5 warm-ups, then N runs of which the fastest and slowest 10% are dropped.
+Every knob is a field of `Protocol`. The model timed is the standalone SubTransformer
+(`extract(super, cfg)`), since that is what deploys.
+
+Backends: `torch` (CPU, `time.perf_counter`; pure PyTorch, runs on a Raspberry Pi as is),
+`cuda` (CUDA events, when a GPU is present) and `onnxruntime` (only if importable).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from hat.errors import ConfigError
+from hat.space import DesignSpace, SubConfig
+
+BACKENDS = ("torch", "cuda", "onnxruntime")
+TIMERS = ("wall", "cpu")
+
+
+@dataclass
+class Protocol:
+    """What one latency row means. Defaults are HAT's (WMT: src 30; IWSLT used 23)."""
+
+    src_len: int = 30
+    tgt_len: int = 30
+    beam: int = 5
+    batch: int = 1
+    warmup: int = 5
+    runs: int = 20
+    drop_frac: float = 0.1
+    vocab_size: int = 8000
+    threads: int | None = None
+    backend: str = "torch"
+    timer: str = "wall"  # "cpu": CPU time of the calling thread (needs threads=1; robust on shared machines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check(self) -> "Protocol":
+        if min(self.src_len, self.tgt_len, self.beam, self.batch, self.runs, self.vocab_size) < 1 or self.warmup < 0:
+            raise ConfigError("latency protocol: src_len, tgt_len, beam, batch, runs, vocab_size must be >= 1")
+        if not 0 <= self.drop_frac < 0.5:
+            raise ConfigError(f"latency protocol: drop fraction {self.drop_frac} must be in [0, 0.5)")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"latency protocol: unknown backend {self.backend!r} (choose {', '.join(BACKENDS)})")
+        if self.timer not in TIMERS:
+            raise ConfigError(f"latency protocol: unknown timer {self.timer!r} (choose {', '.join(TIMERS)})")
+        if self.timer == "cpu" and (self.threads != 1 or self.backend != "torch"):
+            raise ConfigError("latency protocol: --timer cpu needs --threads 1 and --backend torch "
+                              "(it reads the calling thread's CPU clock)")
+        return self
+
+
+def default_vocab_size(space: DesignSpace) -> int:
+    """8000 for tiny spaces (joint BPE of the tiny recipe), 32768 for WMT-sized spaces."""
+    return 8000 if max(space.super_encoder_embed_dim, space.super_decoder_embed_dim) <= 256 else 32768
+
+
+def cpu_description() -> str:
+    """CPU model name from /proc/cpuinfo (Linux), else platform's processor string."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(protocol: Protocol) -> dict[str, Any]:
+    """Everything that makes a latency number reproducible, recorded next to the CSV."""
+    env: dict[str, Any] = {
+        "backend": protocol.backend,
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "cpu": cpu_description(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    if protocol.backend == "cuda" and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["cuda_version"] = torch.version.cuda
+    if protocol.backend == "onnxruntime":
+        try:
+            import onnxruntime as ort  # noqa: PLC0415
+
+            env["onnxruntime_version"] = ort.__version__
+        except ImportError:
+            pass
+    return env
+
+
+def trimmed(times: list[float], drop_frac: float) -> list[float]:
+    """HAT drops the fastest and slowest `drop_frac` of runs before averaging."""
+    t = sorted(times)
+    k = int(len(t) * drop_frac)
+    return t[k : len(t) - k] if len(t) - 2 * k > 0 else t
+
+
+# ---- memory ---------------------------------------------------------------------------
+def _rss_bytes(key: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _malloc_trim() -> None:
+    """Return freed heap pages to the OS (glibc), so the next model's allocations show up in RSS
+    instead of silently reusing memory the previous model left resident."""
+    try:
+        import ctypes  # noqa: PLC0415
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_peak_rss() -> bool:
+    """Linux >= 4.0 resets the VmHWM high-water mark when '5' is written to clear_refs."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """Peak memory of building + running one SubTransformer, in bytes.
+
+    CUDA: `torch.cuda.max_memory_allocated` above what was allocated before.
+    CPU (Linux): process peak RSS (VmHWM, reset per config via /proc/self/clear_refs) above the
+    RSS before the model was built (after returning freed heap to the OS), i.e. weights +
+    activations + allocator slack; memory the allocator keeps cached can make it an undercount. Elsewhere the
+    `ru_maxrss` increase, which is 0 once an earlier, larger config set the high-water mark.
+    """
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+
+    def __enter__(self) -> "PeakMemory":
+        gc.collect()
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            _malloc_trim()
+            self.hwm = _reset_peak_rss() and _rss_bytes("VmRSS") is not None
+            self.base = _rss_bytes("VmRSS") if self.hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.peak = 0
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            now = torch.cuda.max_memory_allocated()
+        elif self.hwm:
+            now = _rss_bytes("VmHWM") or 0
+        else:
+            now = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.peak = max(0, int(now - self.base))
+
+
+# ---- timing backends ---------------------------------------------------------------------
+def _inputs(protocol: Protocol, vocab: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, vocab, (protocol.batch, protocol.src_len), generator=g).to(device)
+    tgt = torch.randint(4, vocab, (protocol.batch * protocol.beam, protocol.tgt_len), generator=g).to(device)
+    tgt[:, 0] = 2  # eos starts decoding, as in fairseq
+    return src, tgt
+
+
+def _torch_closures(model: torch.nn.Module, protocol: Protocol, device: torch.device) -> tuple[Callable, Callable]:
+    src, tgt = _inputs(protocol, protocol.vocab_size, device)
+    order = torch.arange(protocol.batch, device=device).repeat_interleave(protocol.beam)
+    state: dict[str, Any] = {}
+
+    def enc() -> None:
+        state["enc"] = model.encode(src)
+
+    def dec() -> None:
+        enc_out = state["enc"].reorder(order)  # beam copies of the encoder output
+        cache: list[dict] = []
+        for t in range(protocol.tgt_len):
+            model.decode_step(tgt[:, : t + 1], enc_out, cache)
+
+    return enc, dec
+
+
+def _time_torch_cpu(fn: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def _time_thread_cpu(fn: Callable[[], None]) -> float:
+    """CPU time of this thread: with one torch thread every op runs inline here, so this is the
+    latency minus time spent descheduled by other processes (the wall clock counts that)."""
+    t0 = time.thread_time()
+    fn()
+    return (time.thread_time() - t0) * 1000.0
+
+
+def _time_cuda(fn: Callable[[], None]) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize()
+    return float(start.elapsed_time(end))
+
+
+def _onnx_closures(model: torch.nn.Module, protocol: Protocol) -> tuple[Callable, Callable]:
+    """ONNX Runtime: encoder exported once; the decoder is exported without the KV cache (a dict
+    cache does not export cleanly), so each of the `tgt_len` steps re-runs the whole prefix.
+    This is a documented deviation from HAT's incremental protocol."""
+    try:
+        import onnxruntime as ort  # noqa: PLC0415
+    except ImportError:
+        raise ConfigError("backend onnxruntime: onnxruntime is not installed (pip install onnxruntime)") from None
+    import io  # noqa: PLC0415
+
+    src, tgt = _inputs(protocol, protocol.vocab_size, torch.device("cpu"))
+
+    class _Enc(torch.nn.Module):
+        def __init__(self, m: torch.nn.Module) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, s: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(self.m.encode(s).states)
+
+    class _Dec(torch.nn.Module):
+        def __init__(self, m: torch.nn.Module) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, prev: torch.Tensor, mask: torch.Tensor, *states: torch.Tensor) -> torch.Tensor:
+            from hat.model.transformer import EncoderOut  # noqa: PLC0415
+
+            return self.m.decoder(prev, EncoderOut(list(states), mask))[:, -1, :]
+
+    opts = ort.SessionOptions()
+    if protocol.threads:
+        opts.intra_op_num_threads = protocol.threads
+    buf = io.BytesIO()
+    torch.onnx.export(_Enc(model), (src,), buf, input_names=["src"], dynamo=False)
+    enc_sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    states = [s.repeat_interleave(protocol.beam, 0) for s in model.encode(src).states]
+    mask = src.eq(model.args.padding_idx).repeat_interleave(protocol.beam, 0)
+    buf = io.BytesIO()
+    names = ["prev", "mask"] + [f"s{i}" for i in range(len(states))]
+    torch.onnx.export(_Dec(model), (tgt[:, :2], mask, *states), buf, input_names=names,
+                      dynamic_axes={"prev": {1: "t"}}, dynamo=False)
+    dec_sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    src_np, tgt_np = src.numpy(), tgt.numpy()
+    feeds = {"mask": mask.numpy(), **{f"s{i}": s.numpy() for i, s in enumerate(states)}}
+
+    def enc() -> None:
+        enc_sess.run(None, {"src": src_np})
+
+    def dec() -> None:
+        for t in range(protocol.tgt_len):
+            dec_sess.run(None, {"prev": tgt_np[:, : t + 1], **feeds})
+
+    return enc, dec
+
+
+def time_model(model: torch.nn.Module, protocol: Protocol) -> dict[str, float]:
+    """Time one built model: encoder and decoder mean/std (ms) over the trimmed runs."""
+    protocol.check()
+    model.eval()
+    cuda = protocol.backend == "cuda"
+    with torch.inference_mode():
+        if protocol.backend == "onnxruntime":
+            try:
+                enc, dec = _onnx_closures(model, protocol)
+            except ConfigError:
+                raise
+            except Exception as e:  # noqa: BLE001  (exporter failures come in many types)
+                msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+                raise ConfigError(f"backend onnxruntime: ONNX export failed ({type(e).__name__}: {msg}); "
+                                  "use --backend torch") from None
+            timer = _time_torch_cpu
+        else:
+            device = next(model.parameters()).device
+            enc, dec = _torch_closures(model, protocol, device)
+            timer = _time_cuda if cuda else (_time_thread_cpu if protocol.timer == "cpu" else _time_torch_cpu)
+        for _ in range(protocol.warmup):
+            enc()
+            dec()
+        te, td = [], []
+        for _ in range(protocol.runs):
+            te.append(timer(enc))
+            td.append(timer(dec))
+    te, td = trimmed(te, protocol.drop_frac), trimmed(td, protocol.drop_frac)
+    return {
+        "latency_mean_encoder": float(np.mean(te)),
+        "latency_mean_decoder": float(np.mean(td)),
+        "latency_std_encoder": float(np.std(te)),
+        "latency_std_decoder": float(np.std(td)),
+    }
+
+
+class Measurer:
+    """Builds one SuperTransformer for the space and times extracted SubTransformers."""
+
+    def __init__(self, space: DesignSpace, protocol: Protocol, seed: int = 0) -> None:
+        from hat.model import ModelArgs, SuperTransformer  # noqa: PLC0415  (torch-heavy import)
+
+        self.space, self.protocol = space, protocol.check()
+        if protocol.backend == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("backend cuda: no CUDA device is available (use --backend torch)")
+        if protocol.threads:
+            torch.set_num_threads(protocol.threads)
+        self.device = torch.device("cuda" if protocol.backend == "cuda" else "cpu")
+        torch.manual_seed(seed)
+        args = ModelArgs(src_vocab_size=protocol.vocab_size, tgt_vocab_size=protocol.vocab_size, dropout=0.0,
+                         attention_dropout=0.0)
+        self.super = SuperTransformer(space, args).to(self.device).eval()
+
+    def measure(self, cfg: SubConfig) -> dict[str, Any]:
+        """Latency (ms) of `cfg` plus `peak_memory_bytes` (see PeakMemory for its meaning)."""
+        from hat.model import extract  # noqa: PLC0415
+
+        with PeakMemory(self.protocol.backend == "cuda") as mem:
+            sub = extract(self.super, cfg).eval()
+            out: dict[str, Any] = time_model(sub, self.protocol)
+        del sub
+        out["peak_memory_bytes"] = mem.peak
+        return out
+
+
+def protocol_json(protocol: Protocol) -> str:
+    return json.dumps(protocol.to_dict(), sort_keys=True)
+
+
+__all__ = ["BACKENDS", "Measurer", "PeakMemory", "Protocol", "cpu_description", "default_vocab_size",
+           "environment", "time_model", "trimmed"]

@@ -1,0 +1,3 @@
+from hat.cli import run_as_script
+
+run_as_script("fit-predictor")
