@@ -73,11 +73,11 @@ def part_scratch(args) -> None:
                    f"warmup_updates={max(1, args.updates // 5)}", f"validate_interval={args.updates}",
                    f"save_interval={args.updates}", "max_valid_sentences=50", "progress=false", "tensorboard=false",
                    f"max_tokens={args.max_tokens}", "stop_time_minutes=null", "keep_interval_checkpoints=0",
-                   f"num_threads={args.threads}"]
+                   f"num_threads={args.threads}", f"amp={args.amp}"]
             subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         rows.append({"i": i, "config": cfg.to_dict(), "dir": str(d), "train_s": round(time.time() - t0, 1)})
         print(f"subnet {i}: {describe(cfg)}  {rows[-1]['train_s']} s", flush=True)
-    _save(Path(args.json), "scratch", {"n": args.n, "updates": args.updates, "max_tokens": args.max_tokens,
+    _save(Path(args.json), "scratch", {"n": args.n, "updates": args.updates, "max_tokens": args.max_tokens, "amp": args.amp,
                                        "subnets": rows})
 
 
@@ -189,6 +189,7 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--amp", default="bf16", help="scratch training precision (bf16 is ~1.6x faster on this CPU)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     {"scratch": part_scratch, "inherited": part_inherited, "proxy": part_proxy, "search": part_search}[args.part](args)

@@ -153,3 +153,15 @@ def test_device_resolver(tmp_path):
     y.write_text("- a list\n")
     with pytest.raises(ConfigError, match="not a device file"):
         resolve_device(str(y))
+
+
+def test_onnxruntime_backend_times_the_cached_decoder(tmp_path):
+    """The ORT backend runs the exported encoder + decoder-step graphs (KV cache), HAT's protocol."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from hat.latency.measure import Measurer, Protocol
+
+    space = load_space("tiny")
+    proto = Protocol(src_len=5, tgt_len=3, beam=2, warmup=1, runs=2, vocab_size=64, threads=1, backend="onnxruntime")
+    row = Measurer(space, proto).measure(space.smallest())
+    assert row["latency_mean_encoder"] > 0 and row["latency_mean_decoder"] > 0

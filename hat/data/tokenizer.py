@@ -93,8 +93,9 @@ def dictionary_from_spm(sp: spm.SentencePieceProcessor, texts: Iterable[str]) ->
 class Tokenizer:
     """Text <-> Dictionary indices through a SentencePiece model."""
 
-    def __init__(self, spm_model_path: str | Path, dictionary: Dictionary) -> None:
-        self.sp = load_spm(spm_model_path)
+    def __init__(self, spm_model: str | Path | spm.SentencePieceProcessor, dictionary: Dictionary) -> None:
+        """`spm_model`: a model file, or a loaded processor (e.g. read from bytes in an export)."""
+        self.sp = spm_model if isinstance(spm_model, spm.SentencePieceProcessor) else load_spm(spm_model)
         self.dictionary = dictionary
 
     def pieces(self, text: str) -> list[str]:

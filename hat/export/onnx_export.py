@@ -132,10 +132,11 @@ def _quiet():
 
 
 @torch.no_grad()
-def export_onnx(translator, out_dir: str | Path, opset: int = 18, verify: bool = True) -> dict:
+def export_graphs(sub, out_dir: str | Path, opset: int = 18) -> tuple[Path, Path]:
+    """Write `encoder.onnx` and `decoder_step.onnx` of SubTransformer `sub` (dynamic B, S, T)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sub = translator.model.cpu().eval()
+    sub = sub.cpu().eval()
     L = sub.decoder.num_layers
     enc_names, dec_in, dec_out = _names(L)
     B, S, T = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("src_len", min=1, max=4096), \
@@ -155,6 +156,16 @@ def export_onnx(translator, out_dir: str | Path, opset: int = 18, verify: bool =
         torch.onnx.export(DecoderStepGraph(sub), dec_args, str(dec_path), dynamo=True, input_names=dec_in,
                           output_names=dec_out, dynamic_shapes=dec_dyn, opset_version=opset,
                           external_data=False, verbose=False)
+    return enc_path, dec_path
+
+
+@torch.no_grad()
+def export_onnx(translator, out_dir: str | Path, opset: int = 18, verify: bool = True) -> dict:
+    out_dir = Path(out_dir)
+    sub = translator.model.cpu().eval()
+    L = sub.decoder.num_layers
+    enc_names, dec_in, dec_out = _names(L)
+    enc_path, dec_path = export_graphs(sub, out_dir, opset)
     meta = {
         "format": "hat-onnx", "version": 1, "opset": opset,
         "encoder_inputs": ["src_tokens"], "encoder_outputs": enc_names,

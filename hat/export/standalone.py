@@ -21,6 +21,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from hat.data.dictionary import Dictionary
+from hat.data.tokenizer import Tokenizer
 from hat.errors import CheckpointError, DataError
 
 log = logging.getLogger(__name__)
@@ -53,23 +54,6 @@ def _spm_from_bytes(data: bytes, source: str):
     return sp
 
 
-class _BytesTokenizer:
-    """The `hat.data.Tokenizer` interface over a SentencePiece model held in memory."""
-
-    def __init__(self, sp, dictionary: Dictionary) -> None:
-        self.sp, self.dictionary = sp, dictionary
-
-    def pieces(self, text: str) -> list[str]:
-        return self.sp.encode(text, out_type=str)
-
-    def encode(self, text: str) -> list[int]:
-        return self.dictionary.encode_pieces(self.pieces(text))
-
-    def decode(self, ids: Iterable[int]) -> str:
-        s = self.dictionary.string(ids)
-        return self.sp.decode_pieces(s.split()) if s else ""
-
-
 class Translator:
     """A SubTransformer with its vocabulary: `translate(["Ein Satz."]) -> ["A sentence."]`.
 
@@ -92,8 +76,8 @@ class Translator:
         sp = _spm_from_bytes(spm_bytes, source)
         self.src_dict, self.tgt_dict = src_dict, tgt_dict
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
-        self.tokenizer = _BytesTokenizer(sp, src_dict)
-        self.tgt_tokenizer = _BytesTokenizer(sp, tgt_dict)
+        self.tokenizer = Tokenizer(sp, src_dict)
+        self.tgt_tokenizer = Tokenizer(sp, tgt_dict)
         self.meta = dict(meta or {})
         self.source = source
 
