@@ -298,3 +298,15 @@ def test_scoring_sharded_over_two_gloo_processes(tmp_path):
     # each rank computed about half of the unique candidates
     assert res[0]["calls"] + res[1]["calls"] == res[0]["unique"] == len(ref.evaluated)
     assert res[0]["calls"] > 0 and res[1]["calls"] > 0
+
+
+def test_cli_compute_cuda_without_gpu_refused(tiny_setup, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    data, ckpt, _ = tiny_setup
+    rc = main(["search", "--checkpoint", str(ckpt), "--predictor", "macs", "--latency-constraint", str(CONSTRAINT),
+               "--data", str(data), "--out", str(tmp_path / "s.yml"), "--compute", "cuda", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "no CUDA device" in err, err

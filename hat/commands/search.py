@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-tokens", type=int, default=4096)
     s.add_argument("--label-smoothing", type=float, default=0.0)
     s.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    s.add_argument("--compute", default="auto", help="where the loss scorer runs: auto (the rank's GPU if any), cpu, cuda[:N]")
     o = p.add_argument_group("outputs")
     o.add_argument("--state", help="state file (default OUT_STEM.state.json)")
     o.add_argument("--no-resume", action="store_true", help="ignore an existing state file")
@@ -66,6 +67,19 @@ def out_paths(out: str | Path) -> dict[str, Path]:
     s = str(stem)
     return {"out": out, "hat": Path(s + ".hat.yml"), "log": Path(s + ".log.csv"), "pareto_csv": Path(s + ".pareto.csv"),
             "pareto_png": Path(s + ".pareto.png"), "state": Path(s + ".state.json"), "tb": Path(s + ".tb")}
+
+
+def _compute_device(name: str) -> "torch.device":
+    """auto: this rank's GPU under torchrun (LOCAL_RANK), else the first GPU, else the CPU."""
+    import torch  # noqa: PLC0415
+
+    if name != "auto":
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise HatError(f"--compute {name}: no CUDA device is available")
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    return torch.device("cpu")
 
 
 def _predictor(args: argparse.Namespace, space):
@@ -136,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             from hat.train.checkpoint import load_super_checkpoint
 
             model, _ = load_super_checkpoint(args.checkpoint, map_location="cpu")
+            model.to(_compute_device(args.compute))
         space = load_space(args.space) if args.space else model.space
         if model is not None and args.space:
             if space.to_dict()["super"] != model.space.to_dict()["super"]:

@@ -163,7 +163,14 @@ class LossScorer(Scorer):
         src_sizes, tgt_sizes = ds.src_sizes[idx], ds.tgt_sizes[idx]
         groups = batch_by_tokens(src_sizes, tgt_sizes, max_tokens, shuffle=False, skip_too_long=False)
         self.pad = ds.tgt_dict.pad
-        self.batches = [collate([ds[idx[j]] for j in g], ds.tgt_dict.pad, ds.tgt_dict.eos) for g in groups]
+        device = next(model.parameters()).device  # score where the model lives (CPU or GPU)
+        keys = ("src_tokens", "src_lengths", "prev_output_tokens", "target")
+        self.batches = []
+        for g in groups:
+            b = collate([ds[idx[j]] for j in g], ds.tgt_dict.pad, ds.tgt_dict.eos)
+            for k in keys:
+                b[k] = b[k].to(device)
+            self.batches.append(b)
         self.ntokens = sum(b["ntokens"] for b in self.batches)
         self._torch = torch
 
