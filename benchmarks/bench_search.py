@@ -1,4 +1,4 @@
-"""Search benchmarks on the tiny SuperTransformer (see benchmarks/RESULTS_search.md).
+"""Search benchmarks on the tiny SuperTransformer (see benchmarks/RESULTS.md, section 4).
 
     python benchmarks/bench_search.py scratch   --n 10 --updates 60     # train subnets from scratch
     python benchmarks/bench_search.py inherited --checkpoint CKPT       # inherited vs scratch Kendall tau

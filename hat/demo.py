@@ -40,7 +40,7 @@ class Budget:
 
 # Sized for a 2-core CPU in about 45 minutes: bf16 autocast trains ~1.6x faster than fp32 there
 # (benchmarks/RESULTS.md), and small batches give more updates in a short budget.
-FULL = Budget(1200, 22, 2048, 150, 10, 30, 8, 10, 6, 300, 100, 1000, 4)
+FULL = Budget(2400, 22, 2048, 150, 10, 28, 8, 10, 6, 300, 100, 1000, 4)
 QUICK = Budget(40, 3, 1024, 24, 3, 12, 4, 4, 2, 64, 10, 100, 1)
 
 
