@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from hat.errors import ConfigError
+from hat.shipped import available, read_yaml, resolve
 
 LAYER_FIELDS_ENC = ("encoder_ffn_embed_dim", "encoder_self_attention_heads")
 LAYER_FIELDS_DEC = (
@@ -143,11 +144,7 @@ def load_subconfig(path: str | Path) -> SubConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{path}: malformed YAML ({first})") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of SubConfig keys, got {type(data).__name__}")
     if "subconfig" in data and isinstance(data["subconfig"], dict):
@@ -344,27 +341,14 @@ class DesignSpace:
 
 
 # --------------------------------------------------------------------------------------
-SPACE_DIR = Path(__file__).resolve().parent / "configs" / "space"
-
-
 def available_spaces() -> list[str]:
-    return sorted(p.stem for p in SPACE_DIR.glob("*.yaml"))
+    return available("space")
 
 
 def load_space(name_or_path: str | Path) -> DesignSpace:
     """A shipped space by name (e.g. `wmt14.en-de`) or a YAML file path."""
-    p = Path(name_or_path)
-    if not p.is_file():
-        cand = SPACE_DIR / f"{name_or_path}.yaml"
-        if not cand.is_file():
-            raise ConfigError(
-                f"{name_or_path}: unknown design space (shipped: {', '.join(available_spaces())}) and no such file"
-            )
-        p = cand
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: malformed YAML ({str(e).splitlines()[0]})") from None
+    p = resolve(name_or_path, "space", "design space")
+    data = read_yaml(p)
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: not a design-space file")
     return DesignSpace.from_dict(data, source=str(p))

@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hat.errors import ConfigError
+from hat.shipped import available, read_yaml, resolve
 
-DEVICE_DIR = Path(__file__).resolve().parent.parent / "configs" / "device"
 PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
 
 
@@ -62,21 +60,13 @@ def find_file(path: str | Path, extra_dir: Path | None = None) -> Path | None:
 
 
 def available_devices() -> list[str]:
-    return sorted(p.stem for p in DEVICE_DIR.glob("*.yaml"))
+    return available("device")
 
 
 def resolve_device(name: str | Path) -> DeviceSpec:
     """A shipped device by name (`raspberrypi`, `xeon`, `titanxp`, `cpu-2core`) or a YAML path."""
-    p = Path(name)
-    if not p.is_file():
-        cand = DEVICE_DIR / f"{name}.yaml"
-        if not cand.is_file():
-            raise ConfigError(f"{name}: unknown device (shipped: {', '.join(available_devices())}) and no such file")
-        p = cand
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: malformed YAML ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    p = resolve(name, "device", "device")
+    data = read_yaml(p)
     if not isinstance(data, dict) or "name" not in data:
         raise ConfigError(f"{p}: not a device file (needs at least `name:`)")
     proto = data.get("protocol") or {}

@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from hat.data.batching import batch_by_tokens, collate
 from hat.data.dataset import ParallelDataset
 from hat.errors import CheckpointError, ConfigError
+from hat.shipped import available, resolve
 from hat.model import ModelArgs, SuperTransformer
 from hat.space import describe, load_space, load_subconfig
 from hat.train import distributed as D
@@ -35,7 +36,6 @@ from hat.train.loss import distill_loss, label_smoothed_nll_loss
 from hat.train.optim import LRSchedule, build_optimizer
 from hat.train.sampling import Sampler
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
 
 DEFAULTS: dict[str, Any] = {
     "space": "tiny",
@@ -86,17 +86,12 @@ DEFAULTS: dict[str, Any] = {
 
 # ---------------------------------------------------------------------------------------------
 def available_configs() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    return available("train")
 
 
 def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> DictConfig:
     """Defaults <- recipe (shipped name or YAML file) <- `key=value` overrides; unknown keys refused."""
-    p = Path(name_or_path)
-    if not p.is_file():
-        cand = CONFIG_DIR / f"{name_or_path}.yaml"
-        if not cand.is_file():
-            raise ConfigError(f"{name_or_path}: unknown training config (shipped: {', '.join(available_configs())}) and no such file")
-        p = cand
+    p = resolve(name_or_path, "train", "training config")
     base = OmegaConf.create(DEFAULTS)
     OmegaConf.set_struct(base, True)
     try:
