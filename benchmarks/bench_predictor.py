@@ -14,8 +14,8 @@ import time
 import numpy as np
 import torch
 
-from hat.commands.fit_predictor import context_for
 from hat.latency.dataset import read_latency_csv
+from hat.latency.estimate import context_for
 from hat.latency.predictors import fit, metrics
 from hat.space import load_space
 

@@ -80,7 +80,8 @@ def make_data(tmp: Path, n_train: int = 400, n_test: int = 40) -> Path:
 
 def make_checkpoint(tmp: Path, data: Path, steps: int = 50, seed: int = 0) -> Path:
     """A SuperTransformer briefly trained on `data` (mostly the test subnet), saved as `hat train` does."""
-    from hat.train.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
+    from hat.files import save_tagged
+    from hat.model.checkpoint import FORMAT, FORMAT_VERSION
 
     torch.manual_seed(seed)
     threads = torch.get_num_threads()
@@ -105,7 +106,7 @@ def make_checkpoint(tmp: Path, data: Path, steps: int = 50, seed: int = 0) -> Pa
     state = {"format": FORMAT, "version": FORMAT_VERSION, "model": model.state_dict(), "space": space.to_dict(),
              "model_args": args.to_dict(), "update": steps, "config": {"data": str(data)}}
     path = tmp / "checkpoints" / "checkpoint_best.pt"
-    save_checkpoint(state, [path])
+    save_tagged(state, [path])
     return path
 
 
@@ -139,7 +140,7 @@ def setup(tmp_path_factory) -> dict:
 
 
 def _super(ckpt: Path) -> SuperTransformer:
-    from hat.train.checkpoint import load_super_checkpoint
+    from hat.model import load_super_checkpoint
 
     model, _ = load_super_checkpoint(ckpt)
     return model.configure(SUB).eval()

@@ -14,9 +14,9 @@ pytest.importorskip("onnxscript")
 import hat  # noqa: E402
 from hat.cli import main  # noqa: E402
 from hat.data import ParallelDataset  # noqa: E402
-from hat.evaluate import _left_pad  # noqa: E402
 from hat.export.onnx_export import greedy_onnx, verify_onnx  # noqa: E402
 from hat.model import greedy_search  # noqa: E402
+from hat.model.generate import left_pad  # noqa: E402
 from test_export import shared_setup  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def test_onnxruntime_matches_torch(onnx_dir, shapes):
 def test_greedy_in_onnxruntime_equals_torch(onnx_dir):
     tr = hat.load(onnx_dir["model"])
     ds = ParallelDataset(onnx_dir["data"], "test")
-    src = _left_pad([ds.src[i] for i in range(6)], 1)
+    src = left_pad([ds.src[i] for i in range(6)], 1)
     ref = [h.tokens for h in greedy_search(tr.model, src, max_len_a=0, max_len_b=12)]
     got = greedy_onnx(onnx_dir["onnx"], src, max_len=12)
     assert got == ref

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from hat.cli import main
+from hat.latency.estimate import Latency, MacsPredictor
 from hat.model import ModelArgs, SuperTransformer
-from hat.search import (EvolutionSettings, FunctionScorer, Latency, LossScorer, MacsPredictor, NoFeasibleConfigError,
-                        ParamsScorer, decoder_params, dominates, evolution_search, kendall_tau, non_dominated,
-                        random_search)
+from hat.search import (EvolutionSettings, FunctionScorer, LossScorer, NoFeasibleConfigError, ParamsScorer,
+                        decoder_params, dominates, evolution_search, kendall_tau, non_dominated, random_search)
 from hat.search.nsga2 import GeneCodec, nsga2_search
 from hat.search.state import LOG_COLUMNS
 from hat.space import features_full, load_space, load_subconfig, macs, num_params
@@ -207,7 +207,8 @@ def _corpus(path: Path, n: int, seed: int) -> str:
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     """`hat prepare text` data + a random tiny SuperTransformer saved as a `hat train` checkpoint."""
-    from hat.train.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
+    from hat.files import save_tagged
+    from hat.model.checkpoint import FORMAT, FORMAT_VERSION
 
     tmp = tmp_path_factory.mktemp("search")
     train, valid = _corpus(tmp / "train", 200, 0), _corpus(tmp / "valid", 40, 1)
@@ -219,7 +220,7 @@ def tiny_setup(tmp_path_factory):
     args = ModelArgs(src_vocab_size=vocab, tgt_vocab_size=vocab)
     model = SuperTransformer(SPACE, args)
     ckpt = tmp / "super.pt"
-    save_checkpoint({"format": FORMAT, "version": FORMAT_VERSION, "model": model.state_dict(),
+    save_tagged({"format": FORMAT, "version": FORMAT_VERSION, "model": model.state_dict(),
                      "space": SPACE.to_dict(), "model_args": args.to_dict(), "update": 0, "config": {}}, [ckpt])
     return data, ckpt, model
 

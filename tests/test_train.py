@@ -18,7 +18,8 @@ import yaml
 from hat.cli import main
 from hat.errors import CheckpointError
 from hat.space import load_space, save_subconfig
-from hat.train import LRSchedule, Sampler, label_smoothed_nll_loss, load_checkpoint, load_super_checkpoint
+from hat.model.checkpoint import load_checkpoint, load_super_checkpoint
+from hat.train import LRSchedule, Sampler, label_smoothed_nll_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 

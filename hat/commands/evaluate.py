@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "compound-split (a-b -> a ##AT##-##AT## b), scored on tokens")
     p.add_argument("--tok", default="13a", choices=["13a", "intl"], help="tokenizer for --tokenized-bleu")
     p.add_argument("--no-compound-split", action="store_true", help="skip compound splitting in --tokenized-bleu")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--compute", default="cpu", help="torch device to decode on: cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=run)
@@ -57,10 +57,10 @@ def run(args: argparse.Namespace) -> int:
     if args.beam < 1:
         raise HatError(f"--beam must be >= 1, got {args.beam}")
     if args.model:
-        tr = load(args.model, args.device)
+        tr = load(args.model, args.compute)
         model_path = Path(args.model)
     else:
-        tr = load_any(args.checkpoint, args.config, args.data, args.device)
+        tr = load_any(args.checkpoint, args.config, args.data, args.compute)
         model_path = Path(args.checkpoint)
     hyps_in = None
     if args.hyps:

@@ -17,8 +17,8 @@ import numpy as np
 from hat.errors import ConfigError, DataError
 from hat.latency.dataset import LatencyData, read_latency_csv
 from hat.latency.devices import resolve_device
-from hat.latency.measure import default_vocab_size
-from hat.latency.predictors import MODELS, Context, Predictor, fit, metrics, split_indices
+from hat.latency.estimate import context_for
+from hat.latency.predictors import MODELS, Predictor, fit, metrics, split_indices
 from hat.space import DesignSpace, load_space
 
 
@@ -56,14 +56,6 @@ def _space_for(args: argparse.Namespace, data: LatencyData) -> DesignSpace | Non
             if c.encoder_layer_num > space.max_encoder_layers or c.decoder_layer_num > space.max_decoder_layers:
                 raise DataError(f"{data.path}: row {i + 2} config is deeper than space {space.name}")
     return space
-
-
-def context_for(data: LatencyData, space: DesignSpace | None) -> Context:
-    """The protocol the CSV was measured with (its .meta.json), else HAT's."""
-    proto = data.meta.get("protocol", {})
-    vocab = proto.get("vocab_size") or (default_vocab_size(space) if space else 32768)
-    return Context(int(proto.get("src_len", 30)), int(proto.get("tgt_len", 30)), int(proto.get("beam", 5)), int(vocab),
-                   space.qkv_dim if space else 512)
 
 
 def scatter_png(path: Path, measured: np.ndarray, predicted: np.ndarray, title: str) -> None:

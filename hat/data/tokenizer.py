@@ -9,7 +9,7 @@ from typing import Iterable
 import sentencepiece as spm
 
 from hat.data.dictionary import Dictionary
-from hat.errors import DataError
+from hat.errors import DataError, first_line
 
 
 def train_spm(
@@ -49,7 +49,7 @@ def train_spm(
             unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
         )
     except RuntimeError as e:
-        msg = str(e).splitlines()[0]
+        msg = first_line(e)
         m = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", msg)
         if m:
             msg = f"vocab size {m.group(1)} is below the {m.group(2)} distinct characters of the training text"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from hat.files import save_tagged
 
 PLUGIN_NAME = "hat_fairseq_plugin"
 PLUGIN_SRC = Path(__file__).resolve().parent / "fairseq_plugin"
@@ -86,12 +87,10 @@ def checkpoint_state(translator, data: str = ".") -> dict:
 
 
 def export_fairseq(translator, out_dir: str | Path) -> dict:
-    from hat.train.checkpoint import save_checkpoint
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / "checkpoint.pt"
-    save_checkpoint(checkpoint_state(translator), [ckpt])
+    save_tagged(checkpoint_state(translator), ckpt)
     plugin = out_dir / PLUGIN_NAME
     if plugin.exists():
         shutil.rmtree(plugin)

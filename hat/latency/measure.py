@@ -1,4 +1,4 @@
-"""On-device latency measurement with HAT's protocol (DESIGN.md §4).
+"""On-device latency measurement with HAT's protocol.
 
 HAT times batch 1, a 30-token source, the encoder once and then 30 incremental decoder
 steps over beam-5 copies with the KV cache, embeddings and output projection included and no
@@ -6,27 +6,34 @@ beam bookkeeping; 5 warm-ups, then N runs of which the fastest and slowest 10% a
 Every knob is a field of `Protocol`. The model timed is the standalone SubTransformer
 (`extract(super, cfg)`), since that is what deploys.
 
-Backends: `torch` (CPU, `time.perf_counter`; pure PyTorch, runs on a Raspberry Pi as is),
-`cuda` (CUDA events, when a GPU is present) and `onnxruntime` (only if importable).
+Timing backends (the BACKENDS registry): `torch` (CPU, `time.perf_counter`; pure PyTorch, runs
+on a Raspberry Pi as is), `cuda` (CUDA events, when a GPU is present) and `onnxruntime` (only if
+importable). A backend maps (model, protocol) to encoder and decoder closures and their timer.
 """
 from __future__ import annotations
 
 import gc
-import json
 import os
 import platform
 import resource
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
-from hat.errors import ConfigError
+from hat.errors import ConfigError, first_line
+from hat.registry import Registry
 from hat.space import DesignSpace, SubConfig
 
-BACKENDS = ("torch", "cuda", "onnxruntime")
+if TYPE_CHECKING:
+    from hat.latency.devices import DeviceSpec
+
+Closure = Callable[[], None]
+# name -> (model, protocol) -> (encoder closure, decoder closure, timer of one closure in ms)
+BACKENDS: Registry[Callable[[torch.nn.Module, "Protocol"], tuple[Closure, Closure, Callable[[Closure], float]]]] = \
+    Registry("timing backend")
 TIMERS = ("wall", "cpu")
 
 
@@ -62,6 +69,16 @@ class Protocol:
             raise ConfigError("latency protocol: --timer cpu needs --threads 1 and --backend torch "
                               "(it reads the calling thread's CPU clock)")
         return self
+
+    @classmethod
+    def from_device(cls, spec: "DeviceSpec", space: DesignSpace | None = None, **overrides: Any) -> "Protocol":
+        """HAT's defaults <- the device YAML's `protocol:` <- `overrides` (None: not given), checked.
+        Without a vocabulary size from either, the space's default (`default_vocab_size`)."""
+        kw = {k: v for k, v in spec.protocol.items() if k in cls.__dataclass_fields__}
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        if space is not None:
+            kw.setdefault("vocab_size", default_vocab_size(space))
+        return cls(**kw).check()
 
 
 def default_vocab_size(space: DesignSpace) -> int:
@@ -271,26 +288,36 @@ def _onnx_closures(model: torch.nn.Module, protocol: Protocol) -> tuple[Callable
     return enc, dec
 
 
+@BACKENDS.register("torch")
+def _torch_backend(model: torch.nn.Module, protocol: Protocol) -> tuple[Closure, Closure, Callable[[Closure], float]]:
+    enc, dec = _torch_closures(model, protocol, next(model.parameters()).device)
+    return enc, dec, _time_thread_cpu if protocol.timer == "cpu" else _time_torch_cpu
+
+
+@BACKENDS.register("cuda")
+def _cuda_backend(model: torch.nn.Module, protocol: Protocol) -> tuple[Closure, Closure, Callable[[Closure], float]]:
+    enc, dec = _torch_closures(model, protocol, next(model.parameters()).device)
+    return enc, dec, _time_cuda
+
+
+@BACKENDS.register("onnxruntime")
+def _onnxruntime_backend(model: torch.nn.Module, protocol: Protocol) -> tuple[Closure, Closure, Callable[[Closure], float]]:
+    try:
+        enc, dec = _onnx_closures(model, protocol)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001  (exporter failures come in many types)
+        raise ConfigError(f"backend onnxruntime: ONNX export failed ({type(e).__name__}: {first_line(e, 160)}); "
+                          "use --backend torch") from None
+    return enc, dec, _time_torch_cpu
+
+
 def time_model(model: torch.nn.Module, protocol: Protocol) -> dict[str, float]:
     """Time one built model: encoder and decoder mean/std (ms) over the trimmed runs."""
     protocol.check()
     model.eval()
-    cuda = protocol.backend == "cuda"
     with torch.inference_mode():
-        if protocol.backend == "onnxruntime":
-            try:
-                enc, dec = _onnx_closures(model, protocol)
-            except ConfigError:
-                raise
-            except Exception as e:  # noqa: BLE001  (exporter failures come in many types)
-                msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-                raise ConfigError(f"backend onnxruntime: ONNX export failed ({type(e).__name__}: {msg}); "
-                                  "use --backend torch") from None
-            timer = _time_torch_cpu
-        else:
-            device = next(model.parameters()).device
-            enc, dec = _torch_closures(model, protocol, device)
-            timer = _time_cuda if cuda else (_time_thread_cpu if protocol.timer == "cpu" else _time_torch_cpu)
+        enc, dec, timer = BACKENDS.get(protocol.backend)(model, protocol)
         for _ in range(protocol.warmup):
             enc()
             dec()
@@ -334,10 +361,6 @@ class Measurer:
         del sub
         out["peak_memory_bytes"] = mem.peak
         return out
-
-
-def protocol_json(protocol: Protocol) -> str:
-    return json.dumps(protocol.to_dict(), sort_keys=True)
 
 
 __all__ = ["BACKENDS", "Measurer", "PeakMemory", "Protocol", "cpu_description", "default_vocab_size",

@@ -1,4 +1,5 @@
-"""SuperTransformer, standalone SubTransformer and generation."""
+"""SuperTransformer, standalone SubTransformer, generation and the SuperTransformer checkpoint."""
+from hat.model.checkpoint import load_super_checkpoint
 from hat.model.generate import beam_search, greedy_search
 from hat.model.sub import SubTransformer, extract
 from hat.model.super import SuperTransformer
@@ -13,4 +14,5 @@ __all__ = [
     "beam_search",
     "extract",
     "greedy_search",
+    "load_super_checkpoint",
 ]

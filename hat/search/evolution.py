@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hat.errors import HatError
+from hat.latency.estimate import Latency
+from hat.registry import Registry
 from hat.search.pareto import non_dominated
-from hat.search.scorers import Latency, Scorer, rank_and_world
+from hat.search.scorers import Scorer, rank_and_world
 from hat.search.state import GenerationLog, SearchState, load_state, save_state
 from hat.space import DesignSpace, SubConfig
 
@@ -27,9 +29,13 @@ class NoFeasibleConfigError(HatError):
     """No configuration of the space meets the latency constraint."""
 
 
+# name -> search function `(space, scorer, latency, constraint, settings, **SearchRun kwargs) -> SearchResult`
+ALGORITHMS: Registry[Callable[..., "SearchResult"]] = Registry("search algorithm")
+
+
 @dataclass
 class EvolutionSettings:
-    """HAT's defaults (DESIGN.md §5); also the budget the baselines get."""
+    """HAT's search settings and defaults (`evo_search/*.yml`); also the budget the baselines get."""
 
     population: int = 125
     parents: int = 25
@@ -238,6 +244,7 @@ def json_roundtrip(d: dict) -> dict:
 
 
 # --------------------------------------------------------------------------------------
+@ALGORITHMS.register("evolution")
 def evolution_search(
     space: DesignSpace,
     scorer: Scorer,

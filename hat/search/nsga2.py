@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from hat.errors import HatError
-from hat.search.evolution import EvolutionSettings, SearchResult, SearchRun
-from hat.search.scorers import Latency, Scorer
+from hat.latency.estimate import Latency
+from hat.search.evolution import ALGORITHMS, EvolutionSettings, SearchResult, SearchRun
+from hat.search.scorers import Scorer
 from hat.space import LAYER_FIELDS_DEC, LAYER_FIELDS_ENC, SCALAR_FIELDS, DesignSpace, SubConfig
 
 INFEASIBLE_SCORE = 1e9
@@ -76,6 +77,7 @@ def _pymoo():
     return NSGA2, Evaluator, Problem, SBX, PM, RoundingRepair, StaticProblem
 
 
+@ALGORITHMS.register("nsga2")
 def nsga2_search(
     space: DesignSpace,
     scorer: Scorer,

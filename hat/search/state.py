@@ -1,8 +1,8 @@
 """Resumable per-generation search state and the per-generation log (CSV, TensorBoard, tqdm).
 
 The state file is JSON (inspectable), rewritten atomically after every generation
-(write a temp file in the same directory, fsync, `os.replace`), so a search killed at any
-moment resumes from its last complete generation. It holds the RNG state, the population
+(`hat.files.atomic_write_text`), so a search killed at any moment resumes from its last
+complete generation. It holds the RNG state, the population
 and every evaluated candidate, which makes the resumed search reach exactly the result of
 an uninterrupted one (scores are deterministic and re-seeded into the scorer's cache).
 """
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hat.errors import HatError
+from hat.files import atomic_write_text
 from hat.space import SubConfig
 
 STATE_VERSION = 1
@@ -53,25 +52,6 @@ class SearchState:
         if self.rng_state is not None:
             v, internal, gauss = self.rng_state
             rng.setstate((v, tuple(internal), gauss))
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write-then-rename so readers (and a resume after a kill) never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def save_state(state: SearchState, path: str | Path) -> None:

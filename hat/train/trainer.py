@@ -1,167 +1,48 @@
-"""The SuperTransformer training loop: config, data, update step, validation, checkpoints.
+"""The SuperTransformer training loop: data, update step, validation, checkpoints.
 
 One update = `update_freq` global batches. A global batch is built for `max_tokens *
 world_size` tokens and every rank takes the slice `batch[rank::world_size]`, so N workers with
 `max_tokens=M` process exactly the batches one worker with `max_tokens=N*M` would. Losses are
 summed, gradients all-reduced and divided by the global target-token count once.
 Dropout is reseeded from `(seed, update, rank)` at every update, so a resumed run replays the
-uninterrupted one bitwise on CPU.
+uninterrupted one bitwise on CPU. The configuration is `hat.train.config`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-import random
 import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from hat.data.batching import batch_by_tokens, collate
 from hat.data.dataset import ParallelDataset
-from hat.errors import CheckpointError, ConfigError
-from hat.shipped import available, resolve
+from hat.errors import CheckpointError, ConfigError, first_line
+from hat.files import save_tagged
 from hat.model import ModelArgs, SuperTransformer
+from hat.model.checkpoint import FORMAT, FORMAT_VERSION, check_compatible, load_checkpoint
 from hat.space import describe, load_space, load_subconfig
 from hat.train import distributed as D
-from hat.train.checkpoint import FORMAT, FORMAT_VERSION, check_compatible, load_checkpoint, save_checkpoint
 from hat.train.loss import distill_loss, label_smoothed_nll_loss
 from hat.train.optim import LRSchedule, build_optimizer
+from hat.train.rng import rng_state, set_rng_state, update_seed
 from hat.train.sampling import Sampler
 
 
-DEFAULTS: dict[str, Any] = {
-    "space": "tiny",
-    "data": "data/debian.de-en",
-    "save_dir": "checkpoints/run",
-    "seed": 1,
-    # batching: tokens per worker per micro-batch; update_freq micro-batches per update
-    "max_tokens": 4096,
-    "max_sentences": None,
-    "update_freq": 1,
-    "max_updates": 1000,
-    "max_epochs": None,
-    "stop_time_minutes": None,  # wall-clock budget of this process (not bitwise-reproducible)
-    # optimisation
-    "lr": 1e-3,
-    "lr_scheduler": "cosine",
-    "warmup_updates": 100,
-    "warmup_init_lr": 1e-7,
-    "min_lr": 1e-7,
-    "adam_betas": [0.9, 0.98],
-    "adam_eps": 1e-8,
-    "weight_decay": 0.0,
-    "clip_norm": 0.0,
-    "label_smoothing": 0.1,
-    # model (ModelArgs)
-    "dropout": 0.1,
-    "attention_dropout": 0.1,
-    "activation_dropout": 0.0,
-    "share_all_embeddings": True,
-    "share_decoder_input_output_embed": True,
-    "normalize_before": False,
-    "max_positions": 1024,
-    "scale_dropout_with_embed": True,
-    "sampling": {"policy": "uniform", "sandwich_k": 2, "distill": False, "distill_alpha": 1.0, "subnet": None},
-    "init_from": None,  # SuperTransformer checkpoint whose weights start a fresh run (retraining)
-    "validate_interval": 1000,
-    "max_valid_sentences": None,  # validate on the first N valid pairs only (null: all)
-    "save_interval": 1000,
-    "keep_interval_checkpoints": -1,  # keep only the newest N checkpoint_{N}.pt (-1: all)
-    "log_interval": 100,
-    "amp": "auto",  # auto | fp32 | bf16 | fp16 ; auto = bf16 on CUDA, fp32 on CPU
-    "device": "auto",  # auto | cpu | cuda
-    "num_threads": None,
-    "tensorboard": True,
-    "progress": True,
-}
-
-
-# ---------------------------------------------------------------------------------------------
-def available_configs() -> list[str]:
-    return available("train")
-
-
-def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> DictConfig:
-    """Defaults <- recipe (shipped name or YAML file) <- `key=value` overrides; unknown keys refused."""
-    p = resolve(name_or_path, "train", "training config")
-    base = OmegaConf.create(DEFAULTS)
-    OmegaConf.set_struct(base, True)
-    try:
-        recipe = OmegaConf.load(p)
-    except Exception as e:
-        raise ConfigError(f"{p}: malformed YAML ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    try:
-        cfg = OmegaConf.merge(base, recipe)
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"{p}: {str(e).splitlines()[0]}") from None
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value")
-        try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"override {item!r}: {str(e).splitlines()[0]}") from None
-    _check_config(cfg, str(p))
-    return cfg
-
-
-def _check_config(cfg: DictConfig, source: str) -> None:
-    for key in ("max_tokens", "update_freq", "max_updates", "validate_interval", "save_interval", "log_interval"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{source}: {key} must be a positive integer, got {cfg[key]!r}")
-    if cfg.amp not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigError(f"{source}: amp={cfg.amp!r}: expected auto, fp32, bf16 or fp16")
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"{source}: device={cfg.device!r}: expected auto, cpu or cuda")
-    if not 0 <= cfg.label_smoothing < 1:
-        raise ConfigError(f"{source}: label_smoothing must be in [0, 1)")
-
-
-def _rng_state() -> dict[str, Any]:
-    """RNG states as plain lists/tensors (loadable with weights_only=True)."""
-    np_state = np.random.get_state()
-    state = {
-        "python": list(random.getstate()[1]) + [random.getstate()[0]],
-        "python_gauss": random.getstate()[2],
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py[-1], tuple(py[:-1]), state["python_gauss"]))
-    n = state["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"].cpu())
-
-
-def _update_seed(seed: int, update: int, rank: int) -> int:
-    return (seed * 1_000_003 + update) * 1024 + rank
-
-
-# ---------------------------------------------------------------------------------------------
 class Trainer:
     """Build everything from a resolved config; `train()` runs to `max_updates` (or the budget)."""
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
-        dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        dev = cfg.compute if cfg.compute != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         if dev == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device=cuda but CUDA is not available")
+            raise ConfigError("compute=cuda but CUDA is not available")
         self.env = D.init_distributed(dev)
         self.device = torch.device(f"cuda:{self.env.local_rank}" if dev == "cuda" else "cpu")
         if cfg.num_threads:
@@ -223,7 +104,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "data": {"epoch": self.epoch, "batch_index": self.batch_index},
             "update": self.update,
             "best_valid_loss": self.best_loss,
@@ -243,8 +124,8 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scaler.load_state_dict(ckpt["scaler"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{path}: state does not match this model ({str(e).splitlines()[0][:160]})") from None
-        _set_rng_state(ckpt["rng"])
+            raise CheckpointError(f"{path}: state does not match this model ({first_line(e, 160)})") from None
+        set_rng_state(ckpt["rng"])
         self.update = int(ckpt["update"])
         self.epoch, self.batch_index = int(ckpt["data"]["epoch"]), int(ckpt["data"]["batch_index"])
         self.best_loss = float(ckpt.get("best_valid_loss", math.inf))
@@ -267,7 +148,7 @@ class Trainer:
                 paths.append(self.save_dir / f"checkpoint_{self.update}.pt")
             if best:
                 paths.append(self.save_dir / "checkpoint_best.pt")
-            save_checkpoint(self._state(), paths)
+            save_tagged(self._state(), paths)
             keep = self.cfg.keep_interval_checkpoints
             if numbered and keep >= 0:
                 old = sorted(self.save_dir.glob("checkpoint_[0-9]*.pt"), key=lambda q: int(q.stem.split("_")[1]))
@@ -319,7 +200,7 @@ class Trainer:
         configs = self.sampler.configs(update)
         key = ";".join(describe(x) for x in configs)
         self.subnet_digest = hashlib.sha256((self.subnet_digest + key).encode()).hexdigest()
-        torch.manual_seed(_update_seed(c.seed, update, self.env.rank))
+        torch.manual_seed(update_seed(c.seed, update, self.env.rank))
         lr = self.schedule.step(self.optimizer, update)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
