@@ -16,11 +16,15 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hat.commands.settings import Option, apply_settings, dataclass_options, default_help
 from hat.errors import CheckpointError, DataError, HatError
 from hat.latency.devices import resolve_device
 from hat.search import ALGORITHMS, SCORERS, EvolutionSettings, LossSettings
+
+if TYPE_CHECKING:
+    import torch
 
 
 SEARCH_OPTIONS = {

@@ -168,7 +168,7 @@ def prepare_debian(out: str | Path, pair: str = "de-en", *, cache: str | Path = 
                    vocab_size: int = 8000, valid_size: int = 2000, test_size: int = 2000,
                    seed: int = 1, max_chars: int = 250, command: str = "") -> dict:
     """`hat prepare debian`: gather Debian sources, filter, split by source, build layout."""
-    from hat.data.debian import gather  # apt-only code, imported on demand
+    from hat.data.sources import gather  # apt-only code, imported on demand
     from hat.data.text import filter_pairs, split_by_source
 
     try:

@@ -121,15 +121,6 @@ def read_latency_csv(path: str | Path) -> LatencyData:
                        cfgs if has_cfg else None, meta)
 
 
-def write_hat_csv(path: str | Path, data: LatencyData) -> None:
-    """HAT's 14-column format (e.g. to hand our measurements to HAT's own predictor)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(HAT_COLUMNS)
-        for j in range(len(data)):
-            w.writerow([*(f"{x:g}" for x in data.hat_features[j]), data.latency_encoder[j], data.latency_decoder[j], 0.0, 0.0])
-
-
 class LatencyWriter:
     """Appends rows to our CSV, flushed and fsynced per row so an interrupted run loses at most
     the row in flight; `measured()` reports config keys already present for resuming."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hat.errors import ConfigError
-from hat.shipped import available, read_yaml, resolve
+from hat.shipped import read_yaml, resolve
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,6 @@ def find_file(path: str | Path, yaml_dir: Path | None = None) -> Path | None:
         if base is not None and (base / p).is_file():
             return (base / p).resolve()
     return None
-
-
-def available_devices() -> list[str]:
-    return available("device")
 
 
 def resolve_device(name: str | Path) -> DeviceSpec:

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hat.errors import ConfigError, first_line
-from hat.shipped import available, resolve
+from hat.shipped import resolve
 
 DEFAULTS: dict[str, Any] = {
     "space": "tiny",
@@ -61,10 +61,6 @@ DEFAULTS: dict[str, Any] = {
 
 # keys renamed since a recipe may have been written: old -> new (read as the new one)
 RENAMED = {"device": "compute"}
-
-
-def available_configs() -> list[str]:
-    return available("train")
 
 
 def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> DictConfig:
