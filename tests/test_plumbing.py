@@ -125,3 +125,13 @@ def test_measure_config_file_with_flag_overrides(tmp_path):
     assert meta["space"] == "tiny" and meta["device"] == "cpu-2core" and meta["seed"] == 0
     proto = meta["protocol"]
     assert (proto["timer"], proto["threads"], proto["runs"], proto["src_len"], proto["beam"]) == ("cpu", 1, 2, 5, 5)
+
+
+def test_training_key_device_is_read_as_compute(tmp_path):
+    from hat.train.config import load_train_config
+
+    assert load_train_config("tiny-cpu", ["device=cpu"]).compute == "cpu"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("device: cpu\nmax_updates: 3\n")
+    cfg = load_train_config(str(recipe))
+    assert cfg.compute == "cpu" and cfg.max_updates == 3 and "device" not in cfg

@@ -12,7 +12,7 @@ import json
 import random
 import sys
 
-from hat.commands.settings import Option, apply_settings, dataclass_options, default_help
+from hat.commands.settings import Option, add_option, apply_settings, dataclass_options
 from hat.errors import ConfigError
 from hat.latency.dataset import LatencyWriter, meta_path
 from hat.latency.devices import resolve_device
@@ -22,6 +22,8 @@ from hat.space import DesignSpace, SubConfig, hat_raw_features, load_space, macs
 # option -> (type, default): the sampling knobs, then every Protocol field (None: the device's)
 OPTIONS = {"device": Option(str), "space": Option(str), "samples": Option(int), "seed": Option(int, 0),
            **dataclass_options(Protocol, defaults=False)}
+# Protocol fields with the defaults their help states (the vocabulary's depends on the space)
+PROTOCOL_SHOWN = {**dataclass_options(Protocol), "vocab_size": Option(int)}
 PROTOCOL_HELP = {
     "src_len": "source tokens (HAT: WMT 30, IWSLT 23)", "tgt_len": "incremental decoder steps",
     "beam": "beam copies in the decoder batch", "batch": "sentences per batch", "warmup": "untimed warm-up runs",
@@ -42,13 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", help="design space name or YAML (e.g. tiny-latency)")
     p.add_argument("--samples", type=int, help="number of distinct configs the file should hold")
     p.add_argument("--out", required=True, help="CSV to append to (resumes if it exists)")
-    p.add_argument("--seed", type=int, help=default_help("config-sampling seed (same seed = same configs)", OPTIONS, "seed"))
+    add_option(p, OPTIONS, "seed", "config-sampling seed (same seed = same configs)")
     choices = {"backend": BACKENDS.names(), "timer": TIMERS}
-    for name, opt in dataclass_options(Protocol).items():
-        text = PROTOCOL_HELP[name]
-        if opt.default is not None and "default" not in text:
-            text = default_help(text, {name: opt}, name)
-        p.add_argument(f"--{name.replace('_', '-')}", type=opt.type, choices=choices.get(name), help=text)
+    for name in PROTOCOL_SHOWN:
+        add_option(p, PROTOCOL_SHOWN, name, PROTOCOL_HELP[name], choices=choices.get(name))
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.set_defaults(func=run)
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hat.commands.settings import Option, apply_settings, dataclass_options, default_help
+from hat.commands.settings import Option, add_option, apply_settings, dataclass_options
 from hat.errors import CheckpointError, DataError, HatError
 from hat.latency.devices import resolve_device
 from hat.search import ALGORITHMS, SCORERS, EvolutionSettings, LossSettings
@@ -37,7 +37,6 @@ SEARCH_OPTIONS = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    o_ = SEARCH_OPTIONS
     p = sub.add_parser("search", help="latency-constrained architecture search (HAT's evolution)",
                        description="Search a SubTransformer that meets a latency constraint on a device. "
                                    "Values: defaults < --config settings file < flags.")
@@ -53,18 +52,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--space", help="design space name or YAML (default: the checkpoint's)")
     g.add_argument("--out", required=True, help="best subnet YAML; siblings get .hat.yml, .log.csv, .pareto.csv/.png")
     a = p.add_argument_group("algorithm (HAT's defaults)")
-    a.add_argument("--algorithm", choices=ALGORITHMS.names(), help=default_help("", o_, "algorithm"))
-    a.add_argument("--scorer", choices=SCORERS.names(),
-                   help=default_help("loss: inherited-weight validation loss; params: -decoder non-embedding params "
-                                     "(no training)", o_, "scorer"))
-    for name, text in (("population", ""), ("parents", ""), ("mutations", ""), ("crossovers", ""), ("iterations", ""),
-                       ("mutate_prob", ""), ("max_tries", "resampling guard per candidate"), ("seed", "")):
-        a.add_argument(f"--{name.replace('_', '-')}", type=o_[name].type, help=default_help(text, o_, name))
+    add_option(a, SEARCH_OPTIONS, "algorithm", choices=ALGORITHMS.names())
+    add_option(a, SEARCH_OPTIONS, "scorer", "loss: inherited-weight validation loss; params: -decoder non-embedding "
+               "params (no training)", choices=SCORERS.names())
+    for name in ("population", "parents", "mutations", "crossovers", "iterations", "mutate_prob", "seed"):
+        add_option(a, SEARCH_OPTIONS, name)
+    add_option(a, SEARCH_OPTIONS, "max_tries", "resampling guard per candidate")
     s = p.add_argument_group("loss scorer")
-    s.add_argument("--valid-subset", help=default_help("", o_, "valid_subset"))
-    s.add_argument("--valid-sentences", type=int, help=default_help("fixed seeded subset size (0: all)", o_, "valid_sentences"))
-    s.add_argument("--max-tokens", type=int, help=default_help("", o_, "max_tokens"))
-    s.add_argument("--label-smoothing", type=float, help=default_help("", o_, "label_smoothing"))
+    add_option(s, SEARCH_OPTIONS, "valid_subset")
+    add_option(s, SEARCH_OPTIONS, "valid_sentences", "fixed seeded subset size (0: all)")
+    add_option(s, SEARCH_OPTIONS, "max_tokens")
+    add_option(s, SEARCH_OPTIONS, "label_smoothing")
     s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     s.add_argument("--compute", help="where the loss scorer runs: auto (the rank's GPU if any; default), cpu, cuda[:N]")
     o = p.add_argument_group("outputs")

@@ -42,6 +42,16 @@ def default_help(text: str, options: dict[str, Option], name: str) -> str:
     return f"{text} (default {options[name].default})" if text else f"default {options[name].default}"
 
 
+def add_option(parser: argparse._ActionsContainer, options: dict[str, Option], name: str, text: str = "",
+               **kwargs: Any) -> None:
+    """`--name-with-dashes` of the option's type, default None (filled by `apply_settings`); the
+    help states the option's default unless it has none."""
+    opt = options[name]
+    if opt.default is not None:
+        text = default_help(text, options, name)
+    parser.add_argument(f"--{name.replace('_', '-')}", type=opt.type, help=text, **kwargs)
+
+
 def _coerce(value: Any, opt: Option, key: str, source: str) -> Any:
     if value is None:
         return None

@@ -31,9 +31,9 @@ if TYPE_CHECKING:
     from hat.latency.devices import DeviceSpec
 
 Closure = Callable[[], None]
-# name -> (model, protocol) -> (encoder closure, decoder closure, timer of one closure in ms)
-BACKENDS: Registry[Callable[[torch.nn.Module, "Protocol"], tuple[Closure, Closure, Callable[[Closure], float]]]] = \
-    Registry("timing backend")
+Timer = Callable[[Closure], float]  # milliseconds one call of a closure takes
+# name -> (model, protocol) -> (encoder closure, decoder closure, their timer)
+BACKENDS: Registry[Callable[[torch.nn.Module, "Protocol"], tuple[Closure, Closure, Timer]]] = Registry("timing backend")
 TIMERS = ("wall", "cpu")
 
 
@@ -289,19 +289,19 @@ def _onnx_closures(model: torch.nn.Module, protocol: Protocol) -> tuple[Callable
 
 
 @BACKENDS.register("torch")
-def _torch_backend(model: torch.nn.Module, protocol: Protocol) -> tuple[Closure, Closure, Callable[[Closure], float]]:
+def _torch_backend(model: torch.nn.Module, protocol: Protocol) -> tuple[Closure, Closure, Timer]:
     enc, dec = _torch_closures(model, protocol, next(model.parameters()).device)
     return enc, dec, _time_thread_cpu if protocol.timer == "cpu" else _time_torch_cpu
 
 
 @BACKENDS.register("cuda")
-def _cuda_backend(model: torch.nn.Module, protocol: Protocol) -> tuple[Closure, Closure, Callable[[Closure], float]]:
+def _cuda_backend(model: torch.nn.Module, protocol: Protocol) -> tuple[Closure, Closure, Timer]:
     enc, dec = _torch_closures(model, protocol, next(model.parameters()).device)
     return enc, dec, _time_cuda
 
 
 @BACKENDS.register("onnxruntime")
-def _onnxruntime_backend(model: torch.nn.Module, protocol: Protocol) -> tuple[Closure, Closure, Callable[[Closure], float]]:
+def _onnxruntime_backend(model: torch.nn.Module, protocol: Protocol) -> tuple[Closure, Closure, Timer]:
     try:
         enc, dec = _onnx_closures(model, protocol)
     except ConfigError:
