@@ -41,9 +41,10 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def save_tagged(state: dict[str, Any], paths: str | Path | Iterable[str | Path]) -> None:
-    """Serialise `state` (plain values and tensors, with its `format` tag) once and write it
-    atomically to every path (e.g. checkpoint_last.pt and checkpoint_best.pt)."""
+def save_torch(state: dict[str, Any], paths: str | Path | Iterable[str | Path]) -> None:
+    """Serialise `state` (plain values and tensors: hat's own files carry a `format` tag, the
+    fairseq export uses fairseq's layout) once and write it atomically to every path (e.g.
+    checkpoint_last.pt and checkpoint_best.pt)."""
     import torch  # noqa: PLC0415
 
     buf = io.BytesIO()
@@ -53,7 +54,7 @@ def save_tagged(state: dict[str, Any], paths: str | Path | Iterable[str | Path])
         atomic_write_bytes(path, data)
 
 
-def load_weights_only(path: str | Path, what: str, map_location: Any = "cpu") -> Any:
+def load_torch(path: str | Path, what: str, map_location: Any = "cpu") -> Any:
     """`torch.load(weights_only=True)`; a missing, corrupt or truncated file is a CheckpointError."""
     import torch  # noqa: PLC0415
 
@@ -83,5 +84,5 @@ def check_tag(obj: Any, path: str | Path, fmt: str, what: str, *, version: int |
 def load_tagged(path: str | Path, fmt: str, what: str, *, version: int | None = None, required: Sequence[str] = (),
                 hint: str = "", map_location: Any = "cpu") -> dict[str, Any]:
     """Read a tagged torch file and check its tag (see `check_tag`)."""
-    obj = load_weights_only(path, what, map_location)
+    obj = load_torch(path, what, map_location)
     return check_tag(obj, path, fmt, what, version=version, required=required, hint=hint)

@@ -80,7 +80,7 @@ def make_data(tmp: Path, n_train: int = 400, n_test: int = 40) -> Path:
 
 def make_checkpoint(tmp: Path, data: Path, steps: int = 50, seed: int = 0) -> Path:
     """A SuperTransformer briefly trained on `data` (mostly the test subnet), saved as `hat train` does."""
-    from hat.files import save_tagged
+    from hat.files import save_torch
     from hat.model.checkpoint import FORMAT, FORMAT_VERSION
 
     torch.manual_seed(seed)
@@ -106,7 +106,7 @@ def make_checkpoint(tmp: Path, data: Path, steps: int = 50, seed: int = 0) -> Pa
     state = {"format": FORMAT, "version": FORMAT_VERSION, "model": model.state_dict(), "space": space.to_dict(),
              "model_args": args.to_dict(), "update": steps, "config": {"data": str(data)}}
     path = tmp / "checkpoints" / "checkpoint_best.pt"
-    save_tagged(state, [path])
+    save_torch(state, [path])
     return path
 
 

@@ -12,7 +12,7 @@ from hat.cli import main
 from hat.commands.settings import Option, apply_settings
 from hat.errors import CheckpointError, ConfigError, first_line
 from hat.export import FORMATS
-from hat.files import atomic_write_text, load_tagged, save_tagged
+from hat.files import atomic_write_text, load_tagged, save_torch
 from hat.latency.devices import DeviceSpec
 from hat.latency.measure import BACKENDS, Protocol, default_vocab_size
 from hat.registry import Registry
@@ -57,7 +57,7 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
 
 def test_tagged_files_are_checked_one_way(tmp_path):
     p = tmp_path / "x.pt"
-    save_tagged({"format": "fmt", "version": 1, "w": torch.ones(2)}, [p, tmp_path / "y.pt"])
+    save_torch({"format": "fmt", "version": 1, "w": torch.ones(2)}, [p, tmp_path / "y.pt"])
     assert torch.equal(load_tagged(tmp_path / "y.pt", "fmt", "thing", version=1)["w"], torch.ones(2))
     for kw, msg in [({"version": 2}, "thing format version 1"), ({"required": ("z",)}, "thing lacks z")]:
         with pytest.raises(CheckpointError, match=msg):

@@ -207,7 +207,7 @@ def _corpus(path: Path, n: int, seed: int) -> str:
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     """`hat prepare text` data + a random tiny SuperTransformer saved as a `hat train` checkpoint."""
-    from hat.files import save_tagged
+    from hat.files import save_torch
     from hat.model.checkpoint import FORMAT, FORMAT_VERSION
 
     tmp = tmp_path_factory.mktemp("search")
@@ -220,7 +220,7 @@ def tiny_setup(tmp_path_factory):
     args = ModelArgs(src_vocab_size=vocab, tgt_vocab_size=vocab)
     model = SuperTransformer(SPACE, args)
     ckpt = tmp / "super.pt"
-    save_tagged({"format": FORMAT, "version": FORMAT_VERSION, "model": model.state_dict(),
+    save_torch({"format": FORMAT, "version": FORMAT_VERSION, "model": model.state_dict(),
                      "space": SPACE.to_dict(), "model_args": args.to_dict(), "update": 0, "config": {}}, [ckpt])
     return data, ckpt, model
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from hat.files import save_tagged
+from hat.files import save_torch
 
 PLUGIN_NAME = "hat_fairseq_plugin"
 PLUGIN_SRC = Path(__file__).resolve().parent / "fairseq_plugin"
@@ -90,7 +90,7 @@ def export_fairseq(translator, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / "checkpoint.pt"
-    save_tagged(checkpoint_state(translator), ckpt)
+    save_torch(checkpoint_state(translator), ckpt)
     plugin = out_dir / PLUGIN_NAME
     if plugin.exists():
         shutil.rmtree(plugin)

@@ -23,7 +23,7 @@ import torch
 from hat.data.dictionary import Dictionary
 from hat.data.tokenizer import Tokenizer
 from hat.errors import CheckpointError, DataError, first_line
-from hat.files import check_tag, load_weights_only, save_tagged
+from hat.files import check_tag, load_torch, save_torch
 from hat.model.checkpoint import FORMAT as SUPER_FORMAT
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class Translator:
     def save(self, path: str | Path) -> Path:
         """Write the standalone file atomically."""
         path = Path(path)
-        save_tagged(self.state(), path)
+        save_torch(self.state(), path)
         return path
 
 
@@ -176,7 +176,7 @@ def from_state(state: Any, path: str | Path, map_location: str | torch.device = 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> Translator:
     """Load a standalone export: a ready SubTransformer (eval mode) with its tokenizers."""
     path = Path(path)
-    return from_state(load_weights_only(path, WHAT, map_location), path, map_location)
+    return from_state(load_torch(path, WHAT, map_location), path, map_location)
 
 
 def _data_vocab(data_dir: Path, ckpt_path: Path) -> tuple[bytes, Dictionary, Dictionary, str, str]:
@@ -241,7 +241,7 @@ def load_any(
 ) -> Translator:
     """A standalone export, or a SuperTransformer checkpoint + SubConfig (+ data dir)."""
     checkpoint = Path(checkpoint)
-    state = load_weights_only(checkpoint, "model file", map_location)
+    state = load_torch(checkpoint, "model file", map_location)
     fmt = state.get("format") if isinstance(state, dict) else None
     if fmt == FORMAT:
         tr = from_state(state, checkpoint, map_location)

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from hat.data.batching import batch_by_tokens, collate
 from hat.data.dataset import ParallelDataset
 from hat.errors import CheckpointError, ConfigError, first_line
-from hat.files import save_tagged
+from hat.files import save_torch
 from hat.model import ModelArgs, SuperTransformer
 from hat.model.checkpoint import FORMAT, FORMAT_VERSION, check_compatible, load_checkpoint
 from hat.space import describe, load_space, load_subconfig
@@ -148,7 +148,7 @@ class Trainer:
                 paths.append(self.save_dir / f"checkpoint_{self.update}.pt")
             if best:
                 paths.append(self.save_dir / "checkpoint_best.pt")
-            save_tagged(self._state(), paths)
+            save_torch(self._state(), paths)
             keep = self.cfg.keep_interval_checkpoints
             if numbered and keep >= 0:
                 old = sorted(self.save_dir.glob("checkpoint_[0-9]*.pt"), key=lambda q: int(q.stem.split("_")[1]))
