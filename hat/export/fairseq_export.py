@@ -4,6 +4,7 @@ Writes, under DIR:
     checkpoint.pt           {"model", "cfg": {"model", "task", ...}, "optimizer_history", "extra_state"}
                             plain dicts/lists/scalars only: loads with torch's weights-only loader
     hat_fairseq_plugin/     copy of hat/export/fairseq_plugin (registers `hat_subtransformer`)
+                            with hat/nn/blocks.py next to it: the layers `hat.model` is made of
     dict.SRC.txt dict.TGT.txt spm.model
     README.txt              the fairseq-generate command line
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
+from hat.nn import blocks
 
 
 PLUGIN_NAME = "hat_fairseq_plugin"
@@ -96,6 +99,7 @@ def export_fairseq(translator, out_dir: str | Path) -> dict:
     if plugin.exists():
         shutil.rmtree(plugin)
     shutil.copytree(PLUGIN_SRC, plugin, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copyfile(blocks.__file__, plugin / "blocks.py")
     src, tgt = translator.src_lang, translator.tgt_lang
     translator.src_dict.save(out_dir / f"dict.{src}.txt")
     translator.tgt_dict.save(out_dir / f"dict.{tgt}.txt")
