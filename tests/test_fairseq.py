@@ -1,6 +1,7 @@
 """fairseq export: the checkpoint + plugin load in fairseq and `fairseq-generate` reproduces
-`hat evaluate`'s hypotheses (same beam, lenpen, max_len_a/b; fairseq at --batch-size 1, because
-fairseq computes max_len from the padded batch length). Skipped without fairseq."""
+`hat evaluate`'s hypotheses (same beam, lenpen, max_len_a/b) at --batch-size 1, and at larger
+batches up to the documented length-limit difference (fairseq computes max_len from the padded
+batch length). Skipped without fairseq."""
 from __future__ import annotations
 
 import subprocess
@@ -108,3 +109,24 @@ def test_fairseq_generate_matches_hat_evaluate(fs, fsbin, tmp_path):
     ours = hat_evaluate(fs, tmp_path, 1.2, 10)
     assert ours == detok
     assert pieces == ours  # H- lines are post-processed too
+
+
+def test_fairseq_generate_batched_differs_only_by_the_length_limit(fs, fsbin, tmp_path):
+    """At --batch-size > 1 fairseq's limit is a * (padded batch width) + b, hat's a * (own length) + b.
+    With a = 0 the limits agree and so do all hypotheses, however many reach the limit (padding,
+    batching and beam bookkeeping match); with a > 0 only sentences whose search reaches hat's
+    (lower) limit may differ."""
+    import hat
+    from hat.model import beam_search
+
+    assert fairseq_generate(fs, fsbin, N, 0, 3)[1] == hat_evaluate(fs, tmp_path, 0, 3)
+    a, b = 0.7, 2  # tight: most sentences reach hat's limit (and one short sentence then differs)
+    theirs, ours = fairseq_generate(fs, fsbin, N, a, b)[1], hat_evaluate(fs, tmp_path, a, b)
+    model, ds = hat.load(fs["model"]).model, ParallelDataset(fs["data"], "test")
+    free = []  # sentences whose beam search ends before hat's limit (no hypothesis of the limit's length)
+    for i in range(N):
+        src = ds.src[i].unsqueeze(0)
+        hyps = beam_search(model, src, beam=4, lenpen=0.6, max_len_a=a, max_len_b=b, nbest=4)[0]
+        if all(len(h.tokens) < int(a * src.size(1) + b) for h in hyps):
+            free.append(i)
+    assert free and all(theirs[i] == ours[i] for i in free)

@@ -8,6 +8,9 @@ file, so the plugin needs torch + fairseq only (no `hat` import) and runs the sa
     fairseq-generate DATA --path EXPORT/checkpoint.pt --user-dir EXPORT/hat_fairseq_plugin \\
         --beam 4 --lenpen 0.6 --required-batch-size-multiple 1 ...
 
+(fairseq's length limit uses the padded batch length: hypotheses equal `hat evaluate`'s at
+--batch-size 1 or --max-len-a 0, otherwise up to sentences that reach hat's per-sentence limit.)
+
 Semantics (HAT's, and those of `hat.model`):
 - per-layer FFN widths and head counts (`*_all` lists in the checkpoint's `cfg.model`);
 - Q/K/V width fixed at `qkv_dim`: heads change `head_dim = qkv_dim / heads`;
