@@ -271,3 +271,19 @@ def test_length_check_is_at_the_eager_entry_points():
     with pytest.raises(ValueError, match="longer than max_positions"):
         model.decode_step(long, model.encode(long[:, :5]), [])
     model.encode(torch.cat([torch.full((1, 3), PAD), long[:, :n]], dim=1))  # pads do not count
+
+
+def test_layer_step_over_a_cached_prefix_equals_one_causal_pass():
+    """`DecoderLayer.step` with a past of P positions and T > 1 new ones is causal across both."""
+    model = extract(get_model("odd-prenorm-separate"), odd_space().sample(random.Random(2))).eval()
+    layer = model.decoder.layers[0]
+    src, _ = batch(2)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, model.decoder.embed_dim, generator=g)
+    with torch.no_grad():
+        s = model.decoder.init_state(model.encode(src))[0]
+        full, k, v = layer.step(x, None, None, s.cross_k, s.cross_v, s.mask)
+        head, k3, v3 = layer.step(x[:, :3], None, None, s.cross_k, s.cross_v, s.mask)
+        tail, k7, v7 = layer.step(x[:, 3:], k3, v3, s.cross_k, s.cross_v, s.mask)
+    assert torch.allclose(torch.cat([head, tail], dim=1), full, atol=1e-5)
+    assert torch.allclose(k7, k) and torch.allclose(v7, v)

@@ -64,7 +64,7 @@ class DecoderStepGraph(nn.Module):
         return (F.log_softmax(logits[:, -1, :].float(), dim=-1), *_flat(state, "self_k", "self_v"))
 
 
-def _names(L: int):
+def _names(L: int) -> tuple[list[str], list[str], list[str]]:
     enc_out = ["src_pad_mask"] + [n for i in range(L) for n in (f"cross_k_{i}", f"cross_v_{i}")]
     dec_in = (["tokens", "step", "src_pad_mask"] + enc_out[1:]
               + [n for i in range(L) for n in (f"self_k_{i}", f"self_v_{i}")])
@@ -119,7 +119,7 @@ def _quiet():
 
 
 @torch.no_grad()
-def export_graphs(sub, out_dir: str | Path, opset: int = 18) -> tuple[Path, Path]:
+def export_graphs(sub: EncoderDecoder, out_dir: str | Path, opset: int = 18) -> tuple[Path, Path]:
     """Write `encoder.onnx` and `decoder_step.onnx` of SubTransformer `sub` (dynamic B, S, T)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -151,7 +151,8 @@ class MultiheadAttention(nn.Module):
         return self.out_proj(attention(q, k, v, self.num_heads, key_padding_mask, causal, drop))
 
     def forward(
-        self, query: Tensor, kv: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, causal: bool = False
+        self, query: Tensor, kv: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None,
+        causal: bool = False,
     ) -> Tensor:
         """`kv=None` means self-attention."""
         q = self.q_proj(query)

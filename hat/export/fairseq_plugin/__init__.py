@@ -110,7 +110,8 @@ class HatEncoder(FairseqEncoder):
         d = o["encoder_embed_dim"]
         self.embed_dim, self.padding_idx = d, dictionary.pad()
         self.embed_tokens = embed_tokens
-        self.embed_positions = SinusoidalPositions(o["encoder_pos_dim"] or d, self.padding_idx, o["max_source_positions"])
+        self.embed_positions = SinusoidalPositions(o["encoder_pos_dim"] or d, self.padding_idx,
+                                                   o["max_source_positions"])
         self.layers = nn.ModuleList(
             EncoderLayer(d, f, h, o["qkv_dim"], **_layer_options(o))
             for f, h in zip(o["encoder_ffn_embed_dim_all"], o["encoder_self_attention_heads_all"])
@@ -148,7 +149,8 @@ class HatDecoder(FairseqIncrementalDecoder):
         d, de = o["decoder_embed_dim"], o["encoder_embed_dim"]
         self.embed_dim, self.padding_idx = d, dictionary.pad()
         self.embed_tokens = embed_tokens
-        self.embed_positions = SinusoidalPositions(o["decoder_pos_dim"] or d, self.padding_idx, o["max_target_positions"])
+        self.embed_positions = SinusoidalPositions(o["decoder_pos_dim"] or d, self.padding_idx,
+                                                   o["max_target_positions"])
         n_enc = len(o["encoder_ffn_embed_dim_all"])
         self.layers = nn.ModuleList(
             DecoderLayer(d, de, f, hs, he, o["qkv_dim"], ende_layers(a, n_enc), **_layer_options(o))
