@@ -1,4 +1,4 @@
-"""ONNX export: encoder + decoder-step graphs with a KV cache; onnxruntime matches torch for
+"""ONNX export: encoder + decoder-step graphs with a KV cache; onnxruntime matches hat.model for
 several batch sizes, source lengths and decoder steps, and greedy decoding in onnxruntime
 reproduces hat's greedy search. Skipped without onnxruntime/onnxscript."""
 from __future__ import annotations
@@ -48,3 +48,22 @@ def test_greedy_in_onnxruntime_equals_torch(onnx_dir):
     ref = [h.tokens for h in greedy_search(tr.model, src, max_len_a=0, max_len_b=12)]
     got = greedy_onnx(onnx_dir["onnx"], src, max_len=12)
     assert got == ref
+
+
+def test_verify_fails_on_nan_or_inf_differences(onnx_dir, monkeypatch):
+    import numpy as np
+
+    from hat.export.onnx_export import OrtStepper, _max_diff
+
+    assert _max_diff(torch.tensor([0.5, -float("inf")]), np.array([0.5, -np.inf], dtype=np.float32)) == 0.0
+    assert _max_diff(torch.tensor([0.5, 1.0]), np.array([0.5, np.inf], dtype=np.float32)) == float("inf")
+    real_step = OrtStepper.step
+
+    def nan_step(self, *args):
+        lprobs, cache = real_step(self, *args)
+        lprobs[0, 5] = np.nan
+        return lprobs, cache
+
+    monkeypatch.setattr(OrtStepper, "step", nan_step)
+    with pytest.raises(RuntimeError, match="NaN/inf"):
+        verify_onnx(hat.load(onnx_dir["model"]).model, onnx_dir["onnx"])

@@ -4,11 +4,16 @@ Writes, under DIR:
     checkpoint.pt           {"model", "cfg": {"model", "task", ...}, "optimizer_history", "extra_state"}
                             plain dicts/lists/scalars only: loads with torch's weights-only loader
     hat_fairseq_plugin/     copy of hat/export/fairseq_plugin (registers `hat_subtransformer`)
+                            with hat/nn/blocks.py next to it: the layers `hat.model` is made of
     dict.SRC.txt dict.TGT.txt spm.model
     README.txt              the fairseq-generate command line
 
 The model state dict keeps hat's parameter names (the plugin uses the same module tree), so
 the conversion is a copy. Writing the file needs neither fairseq nor the plugin.
+
+fairseq-generate's length limit uses the padded batch length, hat's each sentence's own: the
+hypotheses are identical at --batch-size 1 or --max-len-a 0; at larger batches only sentences
+whose search reaches hat's (lower) limit can differ.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ import shutil
 from pathlib import Path
 
 from hat.files import save_torch
+from hat.nn import blocks
+
 
 PLUGIN_NAME = "hat_fairseq_plugin"
 PLUGIN_SRC = Path(__file__).resolve().parent / "fairseq_plugin"
@@ -95,6 +102,7 @@ def export_fairseq(translator, out_dir: str | Path) -> dict:
     if plugin.exists():
         shutil.rmtree(plugin)
     shutil.copytree(PLUGIN_SRC, plugin, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copyfile(blocks.__file__, plugin / "blocks.py")
     src, tgt = translator.src_lang, translator.tgt_lang
     translator.src_dict.save(out_dir / f"dict.{src}.txt")
     translator.tgt_dict.save(out_dir / f"dict.{tgt}.txt")
@@ -109,8 +117,10 @@ def export_fairseq(translator, out_dir: str | Path) -> dict:
     (out_dir / "README.txt").write_text(
         "HAT SubTransformer exported for fairseq (plugin architecture hat_subtransformer).\n"
         "Source text must be SentencePiece-encoded with spm.model (pieces separated by spaces).\n"
-        "--batch-size 1 makes max_len (computed by fairseq from the padded batch length) per sentence,\n"
-        "as in `hat evaluate`, so hypotheses match it exactly.\n\n" + usage + "\n",
+        "fairseq limits the output length to max_len_a * (padded batch length) + max_len_b, `hat evaluate`\n"
+        "to max_len_a * (the sentence's own length) + max_len_b. At --batch-size 1, or with --max-len-a 0,\n"
+        "the hypotheses match `hat evaluate` exactly; at larger batches only sentences whose search\n"
+        "reaches hat's (lower) limit can differ.\n\n" + usage + "\n",
         encoding="utf-8",
     )
     files = [str(ckpt), str(plugin), str(out_dir / f"dict.{src}.txt"), str(out_dir / f"dict.{tgt}.txt"),

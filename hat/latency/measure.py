@@ -218,7 +218,7 @@ def _torch_closures(model: torch.nn.Module, protocol: Protocol, device: torch.de
 
     def dec() -> None:
         enc_out = state["enc"].reorder(order)  # beam copies of the encoder output
-        cache: list[dict] = []
+        cache: list = []  # per-layer LayerState, extended by Decoder.step (the step ONNX exports)
         for t in range(protocol.tgt_len):
             model.decode_step(tgt[:, : t + 1], enc_out, cache)
 
@@ -249,41 +249,34 @@ def _time_cuda(fn: Callable[[], None]) -> float:
 
 
 def _onnx_closures(model: torch.nn.Module, protocol: Protocol) -> tuple[Callable, Callable]:
-    """ONNX Runtime on the exported encoder and decoder-step graphs (`hat export --format onnx`),
-    so the decoder runs HAT's incremental protocol with an explicit KV cache. The encoder graph
-    also computes the encoder-decoder K/V, which the torch backend counts in the decoder's first
-    step: the split moves, the total does not."""
+    """ONNX Runtime on the exported encoder and decoder-step graphs (`hat export --format onnx`,
+    run by the same `OrtStepper` as `greedy_onnx`), so the decoder runs HAT's incremental
+    protocol with an explicit KV cache. The encoder graph also computes the encoder-decoder K/V,
+    which the torch backend counts in the decoder's first step: the split moves, the total does not."""
     try:
-        import onnxruntime as ort  # noqa: PLC0415
+        import onnxruntime  # noqa: F401, PLC0415
     except ImportError:
         raise ConfigError("backend onnxruntime: onnxruntime is not installed (pip install hat[onnx])") from None
     import tempfile  # noqa: PLC0415
 
-    from hat.export.onnx_export import _names, export_graphs  # noqa: PLC0415
+    from hat.export.onnx_export import OrtStepper, export_graphs  # noqa: PLC0415
 
     tmp = tempfile.TemporaryDirectory(prefix="hat-ort-")
-    enc_path, dec_path = export_graphs(model, tmp.name)
-    opts = ort.SessionOptions()
-    if protocol.threads:
-        opts.intra_op_num_threads = protocol.threads
-    enc_sess = ort.InferenceSession(str(enc_path), opts, providers=["CPUExecutionProvider"])
-    dec_sess = ort.InferenceSession(str(dec_path), opts, providers=["CPUExecutionProvider"])
+    export_graphs(model, tmp.name)
+    ort = OrtStepper(tmp.name, protocol.threads)
     src, tgt = _inputs(protocol, protocol.vocab_size, torch.device("cpu"))
     src_np, tgt_np = src.numpy(), tgt.numpy()
     order = np.repeat(np.arange(protocol.batch), protocol.beam)
-    L, qkv = model.decoder.num_layers, model.qkv_dim
-    dec_in = _names(L)[1]
     state: dict[str, Any] = {"tmp": tmp}  # keeps the graph files alive as long as the closures
 
     def enc() -> None:
-        state["enc"] = enc_sess.run(None, {"src_tokens": src_np})
+        state["enc"] = ort.encode(src_np)
 
     def dec() -> None:
         enc_out = [a[order] for a in state["enc"]]  # beam copies
-        past = [np.zeros((len(order), 0, qkv), dtype=np.float32) for _ in range(2 * L)]
+        cache = ort.empty_cache(len(order))
         for t in range(protocol.tgt_len):
-            feeds = dict(zip(dec_in, [tgt_np[:, t : t + 1], np.array([t], dtype=np.int64), *enc_out, *past]))
-            _, *past = dec_sess.run(None, feeds)
+            _, cache = ort.step(tgt_np[:, t : t + 1], t, enc_out, cache)
 
     return enc, dec
 
