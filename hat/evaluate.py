@@ -152,8 +152,10 @@ def evaluate(
     )[:n]
     origins = ds.origins[:n] if ds.origins is not None else None
     t0 = time.time()
+    truncated = 0
     if hyps is None:
         sources = [ds.src[i] for i in range(n)]
+        truncated = sum(len(s) > translator.model.args.max_positions for s in sources)  # generate() cuts them
         ids = generate(
             translator.model, sources, beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
             max_tokens=max_tokens, max_sentences=max_sentences, progress=progress, desc=f"{subset}",
@@ -170,6 +172,6 @@ def evaluate(
     res.update({
         "data": str(data_dir), "subset": subset, "src": ds.src_lang, "tgt": ds.tgt_lang,
         "beam": beam, "lenpen": lenpen, "max_len_a": max_len_a, "max_len_b": max_len_b,
-        "seconds": round(elapsed, 3), "model": translator.source,
+        "seconds": round(elapsed, 3), "model": translator.source, "truncated_sources": truncated,
     })
     return res, hyps

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hat.errors import HatError
+from hat.files import atomic_write_text, save_figure
 from hat.space import DesignSpace, SubConfig, describe, load_space, load_subconfig, num_params, save_subconfig
 
 
@@ -220,8 +221,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
 
             res, hyps = evaluate(hat.load(edir / "model.pt"), data, "test", beam=b.beam, lenpen=0.6,
                                  limit=b.test_sentences)
-            (edir / "test.hyp.en").write_text("\n".join(hyps) + "\n", encoding="utf-8")
-            res_path.write_text(json.dumps(res, indent=1))
+            atomic_write_text(edir / "test.hyp.en", "\n".join(hyps) + "\n")
+            atomic_write_text(res_path, json.dumps(res, indent=1))
         bleu = json.loads(res_path.read_text())
         lat_path = edir / "latency.json"
         cfg = load_subconfig(cfg_path)
@@ -229,7 +230,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
             if measurer is None:
                 measurer = Measurer(space, Protocol.from_device(dev, space))
             m = measurer.measure(cfg)
-            lat_path.write_text(json.dumps({"measured_ms": m["latency_mean_encoder"] + m["latency_mean_decoder"], **m}))
+            atomic_write_text(lat_path, json.dumps({"measured_ms": m["latency_mean_encoder"] + m["latency_mean_decoder"], **m}))
         rows.append({
             "model": name,
             "params_M": num_params(cfg, space) / 1e6,
@@ -261,8 +262,8 @@ def write_summary(out: Path, rows: list[dict], constraints: list[float], b: Budg
                      f"{r['bleu']:.2f} | {chrf} | {r['config']} |")
     lines += ["", "Stage wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; total {wall:.0f}"]
     summary = out / "summary.md"
-    summary.write_text("\n".join(lines) + "\n")
-    (out / "summary.json").write_text(json.dumps({"rows": rows, "constraints": constraints, "timings": timings}, indent=1))
+    atomic_write_text(summary, "\n".join(lines) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps({"rows": rows, "constraints": constraints, "timings": timings}, indent=1))
     _plot(out / "latency_vs_bleu.png", rows, constraints)
     print("\n" + "\n".join(lines))
     print(f"\n[demo] summary: {summary}\n[demo] plot: {out / 'latency_vs_bleu.png'}")
@@ -288,5 +289,5 @@ def _plot(path: Path, rows: list[dict], constraints: list[float]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)

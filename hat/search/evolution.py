@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -137,6 +138,9 @@ class SearchRun:
                 self._evaluated_idx[c] = len(self._evaluated_idx)
                 self.scorer.cache.setdefault(c, float(sc))
                 self.latency.cache.setdefault(c, float(lat))
+            if self.rank == 0:
+                print(f"resumed {state_path} after generation {self.state.generation} "
+                      f"({len(self.state.evaluated)} scored candidates reused)", file=sys.stderr)
         else:
             self.state = SearchState(algorithm=algorithm, fingerprint=json_roundtrip(fp))
         self._t0 = time.perf_counter()

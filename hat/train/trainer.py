@@ -10,7 +10,6 @@ uninterrupted one bitwise on CPU. The configuration is `hat.train.config`.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import sys
 import time
@@ -23,12 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from hat.data.batching import batch_by_tokens, collate
 from hat.data.dataset import ParallelDataset
-from hat.errors import CheckpointError, ConfigError, first_line
-from hat.files import save_torch
+from hat.errors import CheckpointError, ConfigError, DataError, first_line
+from hat.files import atomic_write_text, remove_stale_temps, save_torch
 from hat.model import ModelArgs, SuperTransformer
 from hat.model.checkpoint import FORMAT, FORMAT_VERSION, check_compatible, load_checkpoint
 from hat.space import describe, load_space, load_subconfig
 from hat.train import distributed as D
+from hat.train.log import TrainLog
 from hat.train.loss import distill_loss, label_smoothed_nll_loss
 from hat.train.optim import LRSchedule, build_optimizer
 from hat.train.rng import rng_state, set_rng_state, update_seed
@@ -86,14 +86,18 @@ class Trainer:
         self._batches: list[list[int]] | None = None
         self._batches_epoch = 0
         last = self.save_dir / "checkpoint_last.pt"
+        if self.env.is_master:
+            remove_stale_temps(self.save_dir, "checkpoint*")  # what a kill during a save left behind
+        self.log = TrainLog(self.save_dir / "train_log.jsonl", self.env.is_master)
         if last.is_file():
             self._resume(last)
+            self.log.rewind(self.update)
         elif cfg.init_from:
             self._init_from(cfg.init_from)
         self.writer = None
         if self.env.is_master and cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(self.save_dir / "tb"))
+            self.writer = SummaryWriter(str(self.save_dir / "tb"), purge_step=self.update + 1 if self.update else None)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -119,25 +123,29 @@ class Trainer:
     def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path, self.device)
         check_compatible(ckpt, path, self.space, self.model_args)
-        try:
+        try:  # a damaged or crafted file may have the right tag and the wrong insides: refuse, never crash
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scaler.load_state_dict(ckpt["scaler"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{path}: state does not match this model ({first_line(e, 160)})") from None
-        set_rng_state(ckpt["rng"])
-        self.update = int(ckpt["update"])
-        self.epoch, self.batch_index = int(ckpt["data"]["epoch"]), int(ckpt["data"]["batch_index"])
-        self.best_loss = float(ckpt.get("best_valid_loss", math.inf))
-        self.valid_history = list(ckpt.get("valid", []))
-        self.subnet_digest = str(ckpt.get("subnet_digest", ""))
+            set_rng_state(ckpt["rng"])
+            self.update = int(ckpt["update"])
+            self.epoch, self.batch_index = int(ckpt["data"]["epoch"]), int(ckpt["data"]["batch_index"])
+            self.best_loss = float(ckpt.get("best_valid_loss", math.inf))
+            self.valid_history = list(ckpt.get("valid", []))
+            self.subnet_digest = str(ckpt.get("subnet_digest", ""))
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            raise CheckpointError(f"{path}: state does not match this model ({type(e).__name__}: "
+                                  f"{first_line(e, 160)})") from None
         if self.env.is_master:
             print(f"resumed from {path} at update {self.update} (epoch {self.epoch}, batch {self.batch_index})", file=sys.stderr)
 
     def _init_from(self, path: str) -> None:
         ckpt = load_checkpoint(path, self.device)
         check_compatible(ckpt, path, self.space, self.model_args)
-        self.model.load_state_dict(ckpt["model"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{path}: weights do not match this model ({first_line(e, 160)})") from None
         if self.env.is_master:
             print(f"initialised weights from {path} (update {ckpt['update']})", file=sys.stderr)
 
@@ -161,14 +169,14 @@ class Trainer:
         if self._batches is None or self._batches_epoch != epoch:
             w, c = self.env.world_size, self.cfg
             limit = c.max_tokens * w
-            src = self.train_data.src_sizes.copy()
-            tgt = self.train_data.tgt_sizes.copy()
-            too_long = (src > c.max_positions) | (tgt > c.max_positions)
-            src[too_long] = limit + 1  # batch_by_tokens drops what exceeds the budget
             self._batches = batch_by_tokens(
-                src, tgt, limit, max_sentences=c.max_sentences * w if c.max_sentences else None,
-                seed=c.seed, epoch=epoch, shuffle=True,
+                self.train_data.src_sizes, self.train_data.tgt_sizes, limit,
+                max_sentences=c.max_sentences * w if c.max_sentences else None, seed=c.seed, epoch=epoch,
+                shuffle=True, max_positions=c.max_positions, what=f"train (epoch {epoch})",
             )
+            if not self._batches:
+                raise DataError(f"{c.data}: no training pair fits max_tokens={c.max_tokens} and "
+                                f"max_positions={c.max_positions}")
             self._batches_epoch = epoch
         return self._batches
 
@@ -246,16 +254,23 @@ class Trainer:
         return {"loss": loss_sum / n, "nll": nll_sum / n, "ntokens": ntokens, "nsentences": nsent, "lr": lr, "gnorm": gnorm}
 
     # ---- validation -------------------------------------------------------------------------
+    def _valid_batches(self) -> list[list[int]]:
+        """The validation batches (over-long pairs skipped and counted); checked before training starts."""
+        c, n = self.cfg, len(self.valid_data)
+        n = min(n, int(c.max_valid_sentences)) if c.max_valid_sentences else n
+        batches = batch_by_tokens(self.valid_data.src_sizes[:n], self.valid_data.tgt_sizes[:n],
+                                  c.max_tokens * self.env.world_size, seed=c.seed, epoch=1, shuffle=False,
+                                  max_positions=c.max_positions, what="valid")
+        if not batches:
+            raise DataError(f"{c.data}: no valid pair fits max_tokens={c.max_tokens} and max_positions={c.max_positions}")
+        return batches
+
     @torch.no_grad()
     def validate(self) -> dict[str, dict[str, float]]:
         """Loss / nll (nats per target token) and perplexity of the validation subnets."""
         self.model.eval()
         w = self.env.world_size
-        n_valid = len(self.valid_data)
-        if self.cfg.max_valid_sentences:
-            n_valid = min(n_valid, int(self.cfg.max_valid_sentences))
-        batches = batch_by_tokens(self.valid_data.src_sizes[:n_valid], self.valid_data.tgt_sizes[:n_valid],
-                                  self.cfg.max_tokens * w, seed=self.cfg.seed, epoch=1, shuffle=False)
+        batches = self._valid_batches()
         out = {}
         for name, sub in self.sampler.validation_configs().items():
             loss_sum = nll_sum = ntok = 0.0
@@ -276,11 +291,6 @@ class Trainer:
         return out
 
     # ---- loop -------------------------------------------------------------------------------
-    def _log(self, record: dict) -> None:
-        if self.env.is_master:
-            with open(self.save_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-
     def train(self) -> dict[str, Any]:
         """Run to `max_updates` (or `max_epochs` / `stop_time_minutes`); return the last validation."""
         from tqdm import tqdm
@@ -288,11 +298,13 @@ class Trainer:
         c, master = self.cfg, self.env.is_master
         self.save_dir.mkdir(parents=True, exist_ok=True)
         if master:
-            (self.save_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg), encoding="utf-8")
+            atomic_write_text(self.save_dir / "config.yaml", OmegaConf.to_yaml(self.cfg))
             n = sum(p.numel() for p in self.params)
             print(f"hat train: space {self.space.name}, {n / 1e6:.2f} M params, policy {c.sampling.policy}, "
                   f"{len(self.train_data)} train pairs, world {self.env.world_size}, device {self.device}, "
                   f"amp {self.amp_dtype or 'fp32'}", file=sys.stderr)
+        self._epoch_batches(self.epoch)  # data that cannot train is refused now, not mid-run
+        self._valid_batches()
         if self.update >= c.max_updates:
             if master:
                 print(f"hat train: {self.save_dir} already reached max_updates={c.max_updates}", file=sys.stderr)
@@ -320,7 +332,7 @@ class Trainer:
                 rec = {"update": u, "epoch": self.epoch, "loss": win_loss / max(win_tok, 1), "lr": stats["lr"],
                        "tokens_per_s": tok0 / dt, "wall_s": round(time.time() - t_start, 1)}
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}", lr=f"{stats['lr']:.2e}")
-                self._log({"train": rec})
+                self.log.write({"train": rec})
                 if self.writer:
                     self.writer.add_scalar("train/loss", rec["loss"], u)
                     self.writer.add_scalar("train/lr", stats["lr"], u)
@@ -355,7 +367,7 @@ class Trainer:
             self.best_loss = res[first]["loss"]
         rec = {"update": self.update, "epoch": self.epoch, "wall_s": round(time.time() - t_start, 1), **res}
         self.valid_history.append(rec)
-        self._log({"valid": rec})
+        self.log.write({"valid": rec})
         if self.env.is_master:
             msg = " | ".join(f"{k} loss {v['loss']:.3f} ppl {v['ppl']:.2f}" for k, v in res.items())
             print(f"valid @ {self.update}: {msg}", file=sys.stderr, flush=True)
