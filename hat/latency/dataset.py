@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from hat.errors import ConfigError, DataError
 from hat.files import check_fields, read_json
 from hat.space import HAT_FEATURE_NAMES, SubConfig
 
+log = logging.getLogger(__name__)
 LATENCY_COLUMNS = ("latency_mean_encoder", "latency_mean_decoder", "latency_std_encoder", "latency_std_decoder")
 HAT_COLUMNS = HAT_FEATURE_NAMES + LATENCY_COLUMNS
 OUR_COLUMNS = HAT_COLUMNS + ("config", "params", "macs", "peak_memory_bytes")
@@ -111,6 +113,9 @@ def read_latency_csv(path: str | Path) -> LatencyData:
                 raise DataError(str(e)) from None
     if not enc:
         raise DataError(f"{path}: no data rows")
+    dups = len(cfgs) - len({c.key() for c in cfgs})
+    if dups:  # e.g. two `hat measure` runs appended to one file before writers were locked out
+        log.warning("%s: %d row(s) repeat a config measured earlier in the file; each counts as a sample", path, dups)
     mp = meta_path(path)
     meta = read_json(mp, "latency CSV metadata", DataError) if mp.is_file() else {}
     check_fields(meta, {"space": str, "device": str, "protocol": dict}, str(mp), DataError)

@@ -138,9 +138,6 @@ class SearchRun:
                 self._evaluated_idx[c] = len(self._evaluated_idx)
                 self.scorer.cache.setdefault(c, float(sc))
                 self.latency.cache.setdefault(c, float(lat))
-            if self.rank == 0:
-                print(f"resumed {state_path} after generation {self.state.generation} "
-                      f"({len(self.state.evaluated)} scored candidates reused)", file=sys.stderr)
         else:
             self.state = SearchState(algorithm=algorithm, fingerprint=json_roundtrip(fp))
         self._t0 = time.perf_counter()
@@ -201,6 +198,10 @@ class SearchRun:
         return self._elapsed0 + time.perf_counter() - self._t0
 
     def start(self) -> None:
+        """Open the log; on a resumed search, say where it goes on from (the algorithm has read the state)."""
+        if self.state.generation >= 0 and self.rank == 0:
+            print(f"resumed {self.state_path} after generation {self.state.generation} "
+                  f"({len(self.state.evaluated)} scored candidates reused)", file=sys.stderr)
         self.log.start(self.state.generation + 1)
 
     def end_generation(self, population: Sequence[SubConfig], scores: Sequence[float],

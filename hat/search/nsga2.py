@@ -107,6 +107,8 @@ def nsga2_search(
         )
         return algo.setup(problem, termination=("n_gen", s.iterations + 1), seed=s.seed, verbose=False)
 
+    if run.generation >= 0:
+        algo = restore(run.state.extra.get("pymoo"), algorithm, problem, codec, run.state_path)
     run.start()
     try:
         if run.generation < 0:
@@ -114,8 +116,6 @@ def nsga2_search(
             rng = run.rng
             init = [run.feasible(lambda: space.sample(rng), "random sample") for _ in range(s.population)]
             algo = algorithm(np.stack([codec.encode(c) for c in init]).astype(float))
-        else:
-            algo = restore(run.state.extra.get("pymoo"), algorithm, problem, codec, run.state_path)
         while run.generation < s.iterations and algo.has_next():
             pop = algo.ask()
             cfgs = [codec.decode(x) for x in pop.get("X")]
