@@ -24,7 +24,10 @@ DEFAULTS: dict[str, Any] = {
     "update_freq": 1,
     "max_updates": 1000,
     "max_epochs": None,
-    "stop_time_minutes": None,  # wall-clock budget of this process (not bitwise-reproducible)
+    "stop_time_minutes": None,  # wall-clock guard of this process (not bitwise-reproducible)
+    # wall-clock training budget across resumes: the LR schedule decays by elapsed time as well as
+    # by updates (whichever is further), so a run cut by its budget still ends annealed
+    "budget_minutes": None,
     # optimisation
     "lr": 1e-3,
     "lr_scheduler": "cosine",
@@ -45,7 +48,10 @@ DEFAULTS: dict[str, Any] = {
     "normalize_before": False,
     "max_positions": 1024,
     "scale_dropout_with_embed": True,
-    "sampling": {"policy": "uniform", "sandwich_k": 2, "distill": False, "distill_alpha": 1.0, "subnet": None},
+    # distill: sandwich = in-place distillation from the largest subnet; fixed = distillation from
+    # a frozen copy of the `init_from` SuperTransformer's `teacher` subnet (largest by default)
+    "sampling": {"policy": "uniform", "sandwich_k": 2, "distill": False, "distill_alpha": 1.0, "subnet": None,
+                 "teacher": None},
     "init_from": None,  # SuperTransformer checkpoint whose weights start a fresh run (retraining)
     "validate_interval": 1000,
     "max_valid_sentences": None,  # validate on the first N valid pairs only (null: all)
@@ -101,3 +107,11 @@ def _check_config(cfg: DictConfig, source: str) -> None:
         raise ConfigError(f"{source}: compute={cfg.compute!r}: expected auto, cpu or cuda")
     if not 0 <= cfg.label_smoothing < 1:
         raise ConfigError(f"{source}: label_smoothing must be in [0, 1)")
+    if cfg.budget_minutes is not None and not (isinstance(cfg.budget_minutes, (int, float)) and cfg.budget_minutes > 0):
+        raise ConfigError(f"{source}: budget_minutes must be a positive number of minutes, got {cfg.budget_minutes!r}")
+    s = cfg.sampling
+    if not (isinstance(s.distill_alpha, (int, float)) and 0 <= s.distill_alpha <= 1):
+        raise ConfigError(f"{source}: sampling.distill_alpha must be in [0, 1], got {s.distill_alpha!r}")
+    if s.distill and s.policy == "fixed" and not cfg.init_from:
+        raise ConfigError(f"{source}: sampling.distill with policy fixed distils from the init_from "
+                          "SuperTransformer: set init_from=CHECKPOINT")

@@ -83,6 +83,8 @@ class Trainer:
         self.best_loss = math.inf
         self.valid_history: list[dict] = []
         self.subnet_digest = ""  # hash chain of the subnets trained so far (DDP consistency check)
+        self.elapsed_s = 0.0  # training wall-clock across resumes (the budget's clock)
+        self.tokens_seen = 0  # target tokens trained on, across resumes
         self._batches: list[list[int]] | None = None
         self._batches_epoch = 0
         last = self.save_dir / "checkpoint_last.pt"
@@ -90,6 +92,7 @@ class Trainer:
             self._resume(last)
         elif cfg.init_from:
             self._init_from(cfg.init_from)
+        self.teacher = self._build_teacher() if s.distill and s.policy == "fixed" else None
         self.writer = None
         if self.env.is_master and cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -110,6 +113,8 @@ class Trainer:
             "best_valid_loss": self.best_loss,
             "valid": self.valid_history,
             "subnet_digest": self.subnet_digest,
+            "elapsed_s": self.elapsed_s,
+            "tokens_seen": self.tokens_seen,
             "world_size": self.env.world_size,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "space": self.space.to_dict(),
@@ -131,6 +136,8 @@ class Trainer:
         self.best_loss = float(ckpt.get("best_valid_loss", math.inf))
         self.valid_history = list(ckpt.get("valid", []))
         self.subnet_digest = str(ckpt.get("subnet_digest", ""))
+        self.elapsed_s = float(ckpt.get("elapsed_s", 0.0))
+        self.tokens_seen = int(ckpt.get("tokens_seen", 0))
         if self.env.is_master:
             print(f"resumed from {path} at update {self.update} (epoch {self.epoch}, batch {self.batch_index})", file=sys.stderr)
 
@@ -140,6 +147,30 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         if self.env.is_master:
             print(f"initialised weights from {path} (update {ckpt['update']})", file=sys.stderr)
+
+    def _build_teacher(self) -> tuple[SuperTransformer, Any]:
+        """A frozen copy of the `init_from` SuperTransformer and the subnet it teaches with: the
+        fine-tuned subnet shares weights with it, so the teacher must not move with them."""
+        path, sub = self.cfg.init_from, self.cfg.sampling.teacher
+        ckpt = load_checkpoint(path, self.device)
+        check_compatible(ckpt, path, self.space, self.model_args)
+        teacher = SuperTransformer(self.space, self.model_args).to(self.device)
+        teacher.load_state_dict(ckpt["model"])
+        teacher.eval().requires_grad_(False)
+        cfg = self.space.validate(load_subconfig(sub), source=str(sub)) if sub else self.space.largest()
+        return teacher, cfg
+
+    @torch.no_grad()
+    def _teacher_probs(self, sample: dict) -> torch.Tensor:
+        model, sub = self.teacher
+        with self._autocast():
+            logits = model(sample["src_tokens"], sample["src_lengths"], sample["prev_output_tokens"], sub)
+        return torch.softmax(logits.float(), dim=-1)
+
+    def progress(self) -> float:
+        """Share of the wall-clock budget spent (0 without one)."""
+        b = self.cfg.budget_minutes
+        return min(self.elapsed_s / (60.0 * b), 1.0) if b else 0.0
 
     def save(self, best: bool = False, numbered: bool = False) -> None:
         if self.env.is_master:
@@ -201,7 +232,7 @@ class Trainer:
         key = ";".join(describe(x) for x in configs)
         self.subnet_digest = hashlib.sha256((self.subnet_digest + key).encode()).hexdigest()
         torch.manual_seed(update_seed(c.seed, update, self.env.rank))
-        lr = self.schedule.step(self.optimizer, update)
+        lr = self.schedule.step(self.optimizer, update, self.progress())
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         distill = c.sampling.distill and c.sampling.policy == "sandwich"
@@ -213,7 +244,7 @@ class Trainer:
                 continue
             sample = self._collate(self.train_data, ids)
             target = sample["target"]
-            teacher = None
+            teacher = self._teacher_probs(sample) if self.teacher is not None else None
             for j, sub in enumerate(configs):
                 with self._autocast():
                     logits = self.model(sample["src_tokens"], sample["src_lengths"], sample["prev_output_tokens"], sub)
@@ -223,7 +254,8 @@ class Trainer:
                     nll_sum += nll.item()
                     if distill:
                         teacher = torch.softmax(logits.detach().float(), dim=-1)
-                elif teacher is not None:
+                        # the largest learns from the data; the others from it below
+                if teacher is not None and not (j == 0 and distill):
                     loss = (1 - alpha) * loss + alpha * distill_loss(logits, teacher, target, self.pad)
                 self.scaler.scale(loss).backward()
                 del logits
@@ -242,6 +274,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.update = update
+        self.tokens_seen += int(ntokens)
         n = max(ntokens, 1)
         return {"loss": loss_sum / n, "nll": nll_sum / n, "ntokens": ntokens, "nsentences": nsent, "lr": lr, "gnorm": gnorm}
 
@@ -304,12 +337,16 @@ class Trainer:
         t0, tok0, last_valid = time.time(), 0.0, None
         win_loss = win_tok = 0.0
         saved_at = validated_at = -1
+        elapsed0 = self.elapsed_s
         while self.update < c.max_updates:
             if c.max_epochs and self.epoch > c.max_epochs:
                 break
             if c.stop_time_minutes and time.time() - t_start > 60 * c.stop_time_minutes:
                 break
+            if self.progress() >= 1.0:
+                break
             stats = self.train_step()
+            self.elapsed_s = elapsed0 + self._agreed(time.time() - t_start)
             tok0 += stats["ntokens"]
             win_loss += stats["loss"] * stats["ntokens"]
             win_tok += stats["ntokens"]
@@ -318,7 +355,8 @@ class Trainer:
             if u % c.log_interval == 0 or u == c.max_updates:
                 dt = max(time.time() - t0, 1e-9)
                 rec = {"update": u, "epoch": self.epoch, "loss": win_loss / max(win_tok, 1), "lr": stats["lr"],
-                       "tokens_per_s": tok0 / dt, "wall_s": round(time.time() - t_start, 1)}
+                       "tokens_per_s": tok0 / dt, "wall_s": round(time.time() - t_start, 1),
+                       "elapsed_s": round(self.elapsed_s, 1), "tokens_seen": self.tokens_seen}
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}", lr=f"{stats['lr']:.2e}")
                 self._log({"train": rec})
                 if self.writer:
@@ -345,7 +383,14 @@ class Trainer:
             raise RuntimeError(f"ranks trained different subnets: {digests}")
         if self.writer:
             self.writer.close()
-        return {"update": self.update, "valid": last_valid, "subnet_digest": digests[0]}
+        return {"update": self.update, "valid": last_valid, "subnet_digest": digests[0],
+                "elapsed_s": self.elapsed_s, "tokens_seen": self.tokens_seen}
+
+    def _agreed(self, seconds: float) -> float:
+        """The ranks' mean clock, so every rank stops at the same update under a budget."""
+        if self.env.world_size == 1 or not self.cfg.budget_minutes:
+            return seconds
+        return D.all_reduce_sum([seconds], self.env, self.device)[0] / self.env.world_size
 
     def _validate_and_log(self, t_start: float) -> tuple[dict, bool]:
         res = self.validate()
