@@ -235,6 +235,12 @@ TRAIN_OVERRIDES = [  # the optimizer and config values that used to reach torch 
     ("lr=.nan", "lr=nan"), ("max_positions=0", "max_positions=0"), ("lr_scheduler=cosin", "lr_scheduler"),
     ("label_smoothing=1", "label_smoothing=1"), ("adam_betas=[0.9, 1.5]", "adam_betas"), ("lrr=1", "lrr"),
     ("nokeyvalue", "expected key=value"),
+    # training budgets and fixed-policy distillation
+    ("budget_minutes=0", "budget_minutes=0: must be a number > 0"), ("budget_minutes=-5", "budget_minutes=-5"),
+    ("budget_minutes=.inf", "budget_minutes=inf"), ("budget_minutes=soon", "budget_minutes='soon'"),
+    ("sampling.distill_alpha=1.5", "sampling.distill_alpha=1.5"), ("sampling.distill=maybe", "sampling.distill"),
+    ("sampling.teacher=t.yml", "sampling.teacher='t.yml' is used only by fixed-policy distillation"),
+    ("sampling.subnet=s.yml", "sampling.subnet='s.yml' is the subnet of sampling.policy=fixed (policy is uniform)"),
 ]
 
 
@@ -474,6 +480,48 @@ def test_damaged_search_state_is_one_line(tmp_path, capsys, name, text, needle):
     refused(capsys, needle, *argv)
 
 
+def _finetune(env, save_dir: Path, *extra: str) -> list[str]:
+    """`hat train` of the smallest subnet from `env`'s SuperTransformer, distilling from it."""
+    return ["train", "--config", str(env.cfg), f"save_dir={save_dir}", "sampling.policy=fixed",
+            f"sampling.subnet={env.sub}", "sampling.distill=true", *TRAIN, *extra]
+
+
+TEACHER_CASES = [  # sampling.teacher (a SubConfig YAML) that cannot teach: refused before anything is written
+    ("missing", None, "no such file"),
+    ("malformed", "encoder_embed_dim: [256\n", "malformed YAML"),
+    ("a-list", "- 1\n", "expected a mapping"),
+    ("outside-the-space", yaml.safe_dump({**SUB_KEYS, "encoder_embed_dim": 1024}), "encoder_embed_dim=1024"),
+]
+
+
+@pytest.mark.parametrize("content, needle", [c[1:] for c in TEACHER_CASES], ids=[c[0] for c in TEACHER_CASES])
+def test_bad_teacher_subnet_is_refused_before_training(env, tmp_path, capsys, content, needle):
+    teacher = tmp_path / "teacher.yml"
+    if content is not None:
+        write(teacher, content)
+    line = refused(capsys, needle, *_finetune(env, tmp_path / "ft", f"init_from={env.ckpt}",
+                                             f"sampling.teacher={teacher}"))
+    assert str(teacher) in line
+    assert not (tmp_path / "ft").exists()
+
+
+def test_resumed_distillation_refuses_a_teacher_replaced_at_the_same_path(env, tmp_path, capsys):
+    """The teacher is re-read from init_from on resume: another file at that path would teach the
+    rest of the run something else, so the resume is refused until the original is back."""
+    init = tmp_path / "super.pt"
+    shutil.copyfile(env.ckpt, init)
+    ft = tmp_path / "ft"
+    assert hat_cli(capsys, *_finetune(env, ft, f"init_from={init}", "max_updates=2"))[0] == 0
+    saved = snapshot(ft)
+    assert load_checkpoint(ft / "checkpoint_last.pt")["teacher_digest"] == hat.files.file_digest(init)
+    shutil.copyfile(env.run / "checkpoint_2.pt", init)  # the SuperTransformer trained on, same path
+    line = refused(capsys, "init_from changed since", *_finetune(env, ft, f"init_from={init}"))
+    assert str(init) in line and snapshot(ft) == saved
+    shutil.copyfile(env.ckpt, init)
+    rc, _, err = hat_cli(capsys, *_finetune(env, ft, f"init_from={init}"))
+    assert rc == 0 and "resumed from" in err and load_checkpoint(ft / "checkpoint_last.pt")["update"] == 4
+
+
 def test_search_does_not_reuse_scores_of_a_replaced_checkpoint(env, tmp_path, capsys):
     ckpt = tmp_path / "super.pt"
     shutil.copyfile(env.run / "checkpoint_2.pt", ckpt)
@@ -537,13 +585,25 @@ def test_measure_corrupt_metadata_is_one_line(tmp_path, capsys):
     refused(capsys, "unreadable latency CSV metadata", *MEASURE, "--samples", "2", "--out", out)
 
 
+def _wider(cell: str) -> str:
+    cfg = json.loads(cell)
+    cfg["encoder_ffn_embed_dim"][0] = 4096
+    return json.dumps(cfg)
+
+
 @pytest.mark.parametrize("edit, needle", [
     (lambda rows: rows[1].__setitem__(10, "nan"), "is not finite"),
     (lambda rows: rows[1].__setitem__(14, "{not json"), "column config is not JSON"),
     (lambda rows: rows[1].__setitem__(14, "[1, 2]"), "expected a mapping of SubConfig keys"),
     (lambda rows: rows[1].__setitem__(14, "[" * 100_000), "column config is not JSON"),
     (lambda rows: rows.insert(2, rows[1][:5]), "truncated row"),
-], ids=["nan-latency", "config-not-json", "config-not-a-mapping", "config-nested-too-deep", "short-row"])
+    (lambda rows: rows[1].__setitem__(10, "0") or rows[1].__setitem__(11, "0"), ":2: latency 0 + 0 ms is not"),
+    (lambda rows: rows[2].__setitem__(11, "-3.5"), ":3: latency"),
+    (lambda rows: [r.append(r[11]) for r in rows], "latency_mean_decoder appear more than once"),  # a 2nd column
+    (lambda rows: rows[1].__setitem__(14, _wider(rows[1][14])), "row 2 config is wider than space tiny "
+                                                                "(encoder_ffn_embed_dim=4096)"),
+], ids=["nan-latency", "config-not-json", "config-not-a-mapping", "config-nested-too-deep", "short-row",
+        "zero-latency", "negative-latency", "duplicated-header", "config-wider-than-space"])
 def test_fit_predictor_bad_rows(env, tmp_path, capsys, edit, needle):
     import csv
 
@@ -552,6 +612,7 @@ def test_fit_predictor_bad_rows(env, tmp_path, capsys, edit, needle):
     bad = tmp_path / "lat.csv"
     with open(bad, "w", newline="") as f:
         csv.writer(f).writerows(rows)
+    shutil.copyfile(meta_path(env.lat), meta_path(bad))  # measured on the tiny space
     refused(capsys, needle, "fit-predictor", "--data", bad, "--out", tmp_path / "p.pt")
 
 
@@ -717,11 +778,12 @@ FLAG_CASES = [
     (["nosuchcommand"], "invalid choice"),
     (["train", "--config", "no-such-recipe"], "no-such-recipe: unknown training config"),
     (["prepare", "debian", "--pair", "de-fr", "--out", "OUT"], "invalid choice: 'de-fr'"),
+    (["demo", "--quick", "--out", "OUT", "--data", "DATA", "--device", "no-such-device"], "no-such-device"),
 ]
 FLAG_IDS = ["evaluate-compute-bogus", "evaluate-compute-cuda7", "evaluate-limit-negative", "evaluate-max-tokens-0",
             "evaluate-subset", "evaluate-limit-text", "search-compute-gpu", "search-negative-constraint",
             "search-macs-factor", "export-format", "export-opset-99", "info-space", "unknown-command",
-            "train-recipe", "prepare-pair"]
+            "train-recipe", "prepare-pair", "demo-device"]
 
 
 @pytest.mark.parametrize("argv, needle", FLAG_CASES, ids=FLAG_IDS)
@@ -740,6 +802,89 @@ def test_export_opset_the_exporter_cannot_write_is_refused_and_not_recorded(env,
     assert not [p.name for p in (tmp_path / "o").iterdir()]
 
 
+# ---- 8. the demo: a damaged ledger is refused, a killed demo resumes -------------------------------
+LEDGER_CASES = [  # ledger.json contents -> needle
+    ("half-written", b'{"seconds": {"search": 12.5}, "ru', "unreadable demo ledger"),
+    ("a-list", b"[]", "not a demo ledger"),
+    ("seconds-a-list", b'{"seconds": [], "runs": {}}', "field seconds is a list"),
+    ("no-runs", b'{"seconds": {}}', "has no runs"),
+    ("seconds-text", b'{"seconds": {"search": "long"}, "runs": {}}', "seconds of search is not a number"),
+    ("run-without-fields", b'{"seconds": {}, "runs": {"super": {"updates": 3}}}', "run super has no tokens"),
+]
+
+
+@pytest.mark.parametrize("content, needle", [c[1:] for c in LEDGER_CASES], ids=[c[0] for c in LEDGER_CASES])
+def test_damaged_demo_ledger_is_one_line_and_kept(tmp_path, capsys, content, needle):
+    """The ledger alone knows the search times (part of the budget per model): refused, never
+    replaced, before any stage starts."""
+    ledger = write(tmp_path / "demo" / "ledger.json", content)
+    line = refused(capsys, needle, "demo", "--quick", "--out", tmp_path / "demo", "--data", tmp_path / "nodata")
+    assert str(ledger) in line and "delete it to rebuild it" in line
+    assert ledger.read_bytes() == content and snapshot(tmp_path) == {"demo/ledger.json": content}
+
+
+def test_killed_demo_resumes_and_redoes_only_damaged_results(env, tmp_path, capsys, monkeypatch):
+    """A demo killed while fine-tuning reruns no finished stage and loses no recorded time; a
+    damaged BLEU result and a latency file missing a model are computed again, not trusted."""
+    import hat.commands.demo as demo
+
+    monkeypatch.setattr(demo, "QUICK", demo.Budget(
+        super_minutes=0.05, finetune_minutes=0.01, max_tokens=256, super_warmup=1, latency_samples=30,
+        latency_runs=1, search_population=4, search_parents=2, search_children=1, search_iterations=1,
+        valid_sentences=8, constraints=(0.6, 0.9), test_sentences=4, beam=1, rounds=1, max_updates=25))
+    real, calls, kill = demo._hat, [], {"at": "sampling.policy=fixed"}
+
+    def hat_then_kill(argv):
+        calls.append(argv)
+        real(argv)
+        if kill["at"] in argv:  # the stage's work is on disk, its DONE marker is not
+            kill["at"] = None
+            raise Killed
+
+    monkeypatch.setattr(demo, "_hat", hat_then_kill)
+    device = write(tmp_path / "quick-cpu.yaml", "name: quick-cpu\nprotocol: {src_len: 4, tgt_len: 2, beam: 1, "
+                   "threads: 1, lat_norm: 100}\n")  # HAT's protocol, shrunk to milliseconds a model
+    out = tmp_path / "demo"
+    argv = ["demo", "--quick", "--out", out, "--data", env.data, "--device", device]
+    write(out / "latency.DONE", "")  # latencies measured already (`hat measure` resumes: tested above)
+    for f in (env.lat, meta_path(env.lat)):
+        shutil.copyfile(f, out / f.name.replace(env.lat.stem, "latency"))
+    with pytest.raises(Killed):
+        hat_cli(capsys, *argv)
+    first = [a[0] for a in calls]
+    assert first.count("search") == 2 and first[-1] == "train" and not (out / "summary.md").exists()
+    led = json.loads((out / "ledger.json").read_text())
+    super_ck = load_checkpoint(out / "supertransformer" / "checkpoint_last.pt")
+    killed = Path(next(a for a in calls[-1] if a.startswith("save_dir=")).split("=", 1)[1])
+    killed_update = load_checkpoint(killed / "checkpoint_last.pt")["update"]
+
+    calls.clear()
+    rc, _, err = hat_cli(capsys, *argv)
+    assert rc == 0, err
+    assert [a[0] for a in calls] == ["train"] * 3 + ["export"] * 3, calls  # the 3 fine-tunes, then on
+    assert f"save_dir={killed}" in calls[0] and "resumed from" in err  # the killed one went on, not over
+    assert load_checkpoint(killed / "checkpoint_last.pt")["update"] == killed_update  # its budget was spent
+    again = json.loads((out / "ledger.json").read_text())
+    assert again["seconds"]["search"] == led["seconds"]["search"] and again["runs"]["super"]["updates"] == \
+        super_ck["update"]
+    summary = json.loads((out / "summary.json").read_text())
+    names = [r["name"] for r in summary["rows"]]
+    assert len(names) == 3 and all(r["bleu"] >= 0 for r in summary["rows"])
+
+    # damage two results: they are computed again; nothing else is rerun
+    bleu = out / "export" / summary["rows"][0]["model_path"].split("/")[1] / "bleu.json"
+    bleu.write_text('{"bleu": ')
+    lat = json.loads((out / "latency_final.json").read_text())
+    del lat[names[-1]]
+    (out / "latency_final.json").write_text(json.dumps(lat))
+    calls.clear()
+    rc, stdout, err = hat_cli(capsys, *argv)
+    assert rc == 0 and calls == [], err
+    assert "(again: " in stdout and f"for {names[-1]!r}: has no entry" in stdout
+    assert json.loads(bleu.read_text())["bleu"] >= 0
+    assert set(json.loads((out / "latency_final.json").read_text())) == set(names)
+
+
 def sweep_size() -> int:
     """Cases in this module (each parametrization counts), this count itself excluded."""
     n = 0
@@ -755,3 +900,5 @@ def sweep_size() -> int:
 
 def test_the_sweep_is_at_least_sixty_cases():
     assert len(FLAG_IDS) == len(FLAG_CASES) and sweep_size() >= 60, sweep_size()
+    results = (Path(__file__).resolve().parent.parent / "benchmarks" / "RESULTS.md").read_text()
+    assert f"**{sweep_size()} cases**" in results  # the count benchmarks/RESULTS.md states is this module's

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from hat.commands.demo_report import write_summary
+from hat.commands.demo_state import Ledger, has_fields, json_problem, spreads_problem, stage_needed
 from hat.errors import HatError
-from hat.files import atomic_write_text
+from hat.files import atomic_write_text, read_json
+from hat.latency.devices import resolve_device
 from hat.space import DesignSpace, SubConfig, describe, load_space, load_subconfig, num_params, save_subconfig
 
 
@@ -89,48 +91,6 @@ def _hat(argv: list[str]) -> None:
         raise HatError(f"stage `hat {argv[0]}` failed with exit code {rc}")
 
 
-def _stage(name: str, done: Path) -> bool:
-    """True when the stage must run; prints why it is skipped otherwise."""
-    if done.exists():
-        print(f"[demo] {name}: done already ({done})")
-        return False
-    print(f"\n[demo] {name} ...", flush=True)
-    return True
-
-
-class Ledger:
-    """Stage wall times and training records, kept on disk so a resumed demo still knows them."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"seconds": {}, "runs": {}}
-
-    def add_time(self, key: str, seconds: float) -> None:
-        self.data["seconds"][key] = self.data["seconds"].get(key, 0.0) + seconds
-        self._save()
-
-    def record_run(self, key: str, save_dir: Path) -> dict[str, Any]:
-        """Updates, target tokens and training seconds of a finished `hat train` run."""
-        if key not in self.data["runs"]:
-            from hat.model.checkpoint import load_checkpoint  # noqa: PLC0415
-
-            ck = load_checkpoint(save_dir / "checkpoint_last.pt")
-            cfg = ck.get("config", {})
-            self.data["runs"][key] = {
-                "updates": int(ck["update"]), "tokens": int(ck.get("tokens_seen", 0)),
-                "seconds": float(ck.get("elapsed_s", 0.0)),
-                "stopped_by_budget": bool(cfg.get("budget_minutes")) and int(ck["update"]) < int(cfg.get("max_updates", 0)),
-            }
-            self._save()
-        return self.data["runs"][key]
-
-    def seconds(self, key: str) -> float:
-        return float(self.data["seconds"].get(key, 0.0))
-
-    def _save(self) -> None:
-        atomic_write_text(self.path, json.dumps(self.data, indent=1))
-
-
 def uniform_configs(space: DesignSpace) -> list[SubConfig]:
     """Hand-designed baselines: every layer the same width, as a person shrinking a model would."""
     c = space.choices
@@ -176,6 +136,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     """Run (or resume) the demo; returns the path of the summary markdown."""
     b = QUICK if quick else FULL
     out, data = Path(out), Path(data)
+    resolve_device(device)  # a bad --device is refused before any stage runs, not after the training
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out / "ledger.json")
     t_demo = time.time()
@@ -191,12 +152,12 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
             ledger.add_time(key, time.time() - t)
 
     # 1. corpus
-    if _stage("prepare the Debian de-en corpus", data / "meta.json"):
+    if stage_needed("prepare the Debian de-en corpus", data / "meta.json"):
         timed("prepare", _hat, ["prepare", "debian", "--pair", "de-en", "--out", str(data)])
 
     # 2. SuperTransformer: HAT's uniform sampling under a wall-clock budget
     super_dir = out / "supertransformer"
-    if _stage("train the tiny SuperTransformer", super_dir / "DONE"):
+    if stage_needed("train the tiny SuperTransformer", super_dir / "DONE"):
         timed("super", _hat, ["train", *common, f"save_dir={super_dir}", "sampling.policy=uniform",
                               f"budget_minutes={b.super_minutes}", f"warmup_updates={b.super_warmup}",
                               "validate_interval=400", "save_interval=400"])
@@ -206,11 +167,11 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
 
     # 3-4. latency dataset on this machine, predictor
     lat_csv, lat_pt = out / "latency.csv", out / "latency.pt"
-    if _stage("measure latency of sampled subnets on this machine", out / "latency.DONE"):
+    if stage_needed("measure latency of sampled subnets on this machine", out / "latency.DONE"):
         timed("latency", _hat, ["measure", "--device", device, "--space", "tiny", "--samples", str(b.latency_samples),
                                 "--runs", str(b.latency_runs), "--warmup", "2", "--out", str(lat_csv)])
         (out / "latency.DONE").touch()
-    if _stage("fit the latency predictor", lat_pt):
+    if stage_needed("fit the latency predictor", lat_pt):
         timed("latency", _hat, ["fit-predictor", "--data", str(lat_csv), "--out", str(lat_pt), "--space", "tiny",
                                 "--device", device])
     from hat.latency.predictors import load_predictor  # noqa: PLC0415
@@ -224,7 +185,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     entries: list[Entry] = []
     for c in constraints:
         subnet = out / f"search-{c:g}ms" / "subnet.yml"
-        if _stage(f"evolutionary search under {c:g} ms", subnet):
+        if stage_needed(f"evolutionary search under {c:g} ms", subnet):
             timed("search", _hat, ["search", "--checkpoint", str(ckpt), "--predictor", str(lat_pt),
                                    "--latency-constraint", str(c), "--data", str(data), "--out", str(subnet),
                                    "--population", str(b.search_population), "--parents", str(b.search_parents),
@@ -246,7 +207,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
 
     # 6. fine-tune from inherited weights, distilling from the SuperTransformer's largest subnet
     for e in entries:
-        if _stage(f"fine-tune {e.name}", e.save_dir / "DONE"):
+        if stage_needed(f"fine-tune {e.name}", e.save_dir / "DONE"):
             key = "finetune" if e.kind == "searched" else "finetune-extra"
             timed(key, _hat, ["train", *common, f"save_dir={e.save_dir}", "sampling.policy=fixed",
                               f"sampling.subnet={e.cfg_path}", f"init_from={ckpt}", *FINETUNE,
@@ -271,7 +232,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
                    ("searched-scratch", f"searched @ {tight.constraint_ms:g} ms arch, alone from scratch", tight.cfg_path)]
         for kind, name, cfg_path in scratch:
             e = Entry(name, kind, cfg_path, out / "scratch" / kind)
-            if _stage(f"train {name} ({budget['per_model_s']:.0f} s)", e.save_dir / "DONE"):
+            if stage_needed(f"train {name} ({budget['per_model_s']:.0f} s)", e.save_dir / "DONE"):
                 timed("baselines", _hat, ["train", *common, f"save_dir={e.save_dir}", "sampling.policy=fixed",
                                           f"sampling.subnet={cfg_path}", f"warmup_updates={SCRATCH_WARMUP}",
                                           f"budget_minutes={budget['per_model_s'] / 60:.4f}",
@@ -284,7 +245,6 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     rows = timed("evaluate", _evaluate, out, data, entries, b, space, device, ledger, budget)
     stages = [{"name": "SuperTransformer (uniform sampling)", **ledger.record_run("super", super_dir)}]
     stages += [{"name": f"{e.kind}: {e.name}", **ledger.record_run(e.slug, e.save_dir)} for e in entries]
-    from hat.latency.devices import resolve_device  # noqa: PLC0415
     from hat.latency.measure import Protocol, cpu_description  # noqa: PLC0415
 
     proto = Protocol.from_device(resolve_device(device), space)
@@ -305,23 +265,24 @@ def _evaluate(out: Path, data: Path, entries: list[Entry], b: Budget, space: Des
     import hat  # noqa: PLC0415
     from hat.evaluate import evaluate, paired_bleu_pvalue  # noqa: PLC0415
     from hat.latency.compare import measure_interleaved  # noqa: PLC0415
-    from hat.latency.devices import resolve_device  # noqa: PLC0415
     from hat.latency.measure import Measurer, Protocol  # noqa: PLC0415
 
     rows, hyps = [], {}
     for e in entries:
         edir = out / "export" / e.slug
-        if _stage(f"export {e.name}", edir / "model.pt"):
+        if stage_needed(f"export {e.name}", edir / "model.pt"):
             _hat(["export", "--checkpoint", str(e.save_dir / "checkpoint_last.pt"), "--config", str(e.cfg_path),
                   "--data", str(data), "--format", "standalone", "--out", str(edir)])
-        res_path = edir / "bleu.json"
-        if _stage(f"BLEU of {e.name}", res_path):
+        res_path, hyp_path = edir / "bleu.json", edir / "test.hyp"
+        bleu_problem = json_problem("BLEU result", lambda r: has_fields(r, {"bleu": (int, float)}) or (
+            None if hyp_path.is_file() else f"has no {hyp_path.name} next to it"))
+        if stage_needed(f"BLEU of {e.name}", res_path, bleu_problem):
             res, h = evaluate(hat.load(edir / "model.pt"), data, "test", beam=b.beam, lenpen=0.6,
                               limit=b.test_sentences)
-            atomic_write_text(edir / "test.hyp", "\n".join(h) + "\n")
+            atomic_write_text(hyp_path, "\n".join(h) + "\n")
             atomic_write_text(res_path, json.dumps(res, indent=1))
-        hyps[e.name] = (edir / "test.hyp").read_text(encoding="utf-8").split("\n")[:-1]
-        res = json.loads(res_path.read_text())
+        hyps[e.name] = hyp_path.read_text(encoding="utf-8").split("\n")[:-1]
+        res = read_json(res_path, "BLEU result")
         run = ledger.record_run(e.slug, e.save_dir)
         cfg = load_subconfig(e.cfg_path)
         how = (f"inherited + fine-tuned {run['seconds']:.0f} s" if e.kind in ("searched", "largest", "uniform")
@@ -333,13 +294,14 @@ def _evaluate(out: Path, data: Path, entries: list[Entry], b: Budget, space: Des
                      "training": f"{how}, {run['updates']} updates"})
 
     lat_path = out / "latency_final.json"
-    if _stage(f"measure every model's latency in {b.rounds} interleaved rounds", lat_path):
+    lat_problem = json_problem("latency result", spreads_problem([r["name"] for r in rows]))
+    if stage_needed(f"measure every model's latency in {b.rounds} interleaved rounds", lat_path, lat_problem):
         measurer = Measurer(space, Protocol.from_device(resolve_device(device), space))
         spreads = measure_interleaved(measurer.measure, {r["name"]: load_subconfig(e.cfg_path)
                                                          for r, e in zip(rows, entries)},
                                       rounds=b.rounds, log=lambda s: print(f"[demo] latency {s}", flush=True))
         atomic_write_text(lat_path, json.dumps({k: v.to_dict() for k, v in spreads.items()}, indent=1))
-    lat = json.loads(lat_path.read_text())
+    lat = read_json(lat_path, "latency result")
     refs = _references(data, b.test_sentences)
     bases = {r["name"]: hyps[r["name"]] for r in rows if r["kind"] in ("dedicated", "hand")}
     for r in rows:

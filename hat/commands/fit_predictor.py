@@ -52,10 +52,13 @@ def _space_for(args: argparse.Namespace, data: LatencyData) -> DesignSpace | Non
         if args.space:
             raise
         return None
-    if data.configs is not None:
-        for i, c in enumerate(data.configs):
-            if c.encoder_layer_num > space.max_encoder_layers or c.decoder_layer_num > space.max_decoder_layers:
-                raise DataError(f"{data.path}: row {i + 2} config is deeper than space {space.name}")
+    for i, c in enumerate(data.configs or []):  # a predictor extrapolating past its space is a guess
+        if c.encoder_layer_num > space.max_encoder_layers or c.decoder_layer_num > space.max_decoder_layers:
+            raise DataError(f"{data.path}: row {i + 2} config is deeper than space {space.name}")
+        top = {k: max(v) if isinstance(v, list) else v for k, v in c.to_dict().items() if k in space.choices}
+        wider = [f"{k}={v}" for k, v in top.items() if v > max(space.choices[k])]
+        if wider:
+            raise DataError(f"{data.path}: row {i + 2} config is wider than space {space.name} ({wider[0]})")
     return space
 
 

@@ -91,6 +91,9 @@ def read_latency_csv(path: str | Path) -> LatencyData:
     missing = [c for c in HAT_COLUMNS if c not in header]
     if missing:
         raise DataError(f"{path}: not a latency CSV, missing column(s) {', '.join(missing)}")
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:  # which of the two columns would be read is a guess: refuse instead
+        raise DataError(f"{path}: column(s) {', '.join(twice)} appear more than once in the header")
     col = {c: header.index(c) for c in header}
     has_cfg = "config" in col
     feats, enc, dec, cfgs = [], [], [], []
@@ -104,6 +107,8 @@ def read_latency_csv(path: str | Path) -> LatencyData:
         feats.append([_float(path, i, c, row[col[c]]) for c in HAT_FEATURE_NAMES])
         enc.append(_float(path, i, "latency_mean_encoder", row[col["latency_mean_encoder"]]))
         dec.append(_float(path, i, "latency_mean_decoder", row[col["latency_mean_decoder"]]))
+        if min(enc[-1], dec[-1]) < 0 or enc[-1] + dec[-1] <= 0:  # no model runs in zero or negative time
+            raise DataError(f"{path}:{i}: latency {enc[-1]:g} + {dec[-1]:g} ms is not a measurement (must be > 0)")
         if has_cfg:
             try:
                 cfgs.append(SubConfig.from_dict(json.loads(row[col["config"]]), source=f"{path}:{i}"))

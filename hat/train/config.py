@@ -170,7 +170,8 @@ CHECKS: dict[str, Check] = {
     "sampling.subnet": _of(str, optional=True), "sampling.teacher": _of(str, optional=True),
     "init_from": _of(str, optional=True),
 }
-PATHS = ("space", "data", "save_dir", "init_from", "sampling.subnet")  # a number given for a path is its name
+# a number given for a path is its name
+PATHS = ("space", "data", "save_dir", "init_from", "sampling.subnet", "sampling.teacher")
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -212,6 +213,12 @@ def _check_config(cfg: DictConfig, source: str) -> None:
     if s.distill and s.policy == "fixed" and not cfg.init_from:
         raise ConfigError(f"{source}: sampling.distill with policy fixed distils from the init_from "
                           "SuperTransformer: set init_from=CHECKPOINT")
+    if s.subnet and s.policy != "fixed":  # else it would be silently ignored
+        raise ConfigError(f"{source}: sampling.subnet={s.subnet!r} is the subnet of sampling.policy=fixed "
+                          f"(policy is {s.policy}): drop it or set the policy")
+    if s.teacher and not (s.distill and s.policy == "fixed"):
+        raise ConfigError(f"{source}: sampling.teacher={s.teacher!r} is used only by fixed-policy distillation "
+                          "(sampling.policy=fixed sampling.distill=true): drop it or set both")
 
 
 def model_args(cfg: DictConfig, src_vocab: int, tgt_vocab: int, pad: int) -> ModelArgs:

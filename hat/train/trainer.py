@@ -65,11 +65,11 @@ class Trainer:
         except ValueError as e:
             raise ConfigError(f"{cfg.data}: {e}") from None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        subnet = None
-        if cfg.sampling.subnet:
-            subnet = self.space.validate(load_subconfig(cfg.sampling.subnet), source=str(cfg.sampling.subnet))
         s = cfg.sampling
+        subnet = self.space.validate(load_subconfig(s.subnet), source=str(s.subnet)) if s.subnet else None
         self.sampler = Sampler(self.space, s.policy, cfg.seed, s.sandwich_k, subnet)
+        self.teacher = (Teacher(cfg.init_from, s.teacher, self.space, self.model_args, self.device)
+                        if s.distill and s.policy == "fixed" else None)  # checked before anything is touched
         self.optimizer = build_optimizer(self.params, cfg.lr, tuple(cfg.adam_betas), cfg.adam_eps, cfg.weight_decay)
         self.schedule = LRSchedule(cfg.lr_scheduler, cfg.lr, cfg.warmup_updates, cfg.warmup_init_lr, cfg.min_lr, cfg.max_updates)
 
@@ -91,8 +91,6 @@ class Trainer:
             self.log.rewind(self.update)
         elif cfg.init_from:
             self._init_from(cfg.init_from)
-        self.teacher = (Teacher(cfg.init_from, s.teacher, self.space, self.model_args, self.device)
-                        if s.distill and s.policy == "fixed" else None)
         self.writer = None
         if self.env.is_master and cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -115,6 +113,7 @@ class Trainer:
             "subnet_digest": self.subnet_digest,
             "elapsed_s": self.elapsed_s,
             "tokens_seen": self.tokens_seen,
+            "teacher_digest": self.teacher.digest if self.teacher else None,
             "world_size": self.env.world_size,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "space": self.space.to_dict(),
@@ -124,6 +123,8 @@ class Trainer:
     def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path, self.device)
         check_compatible(ckpt, path, self.space, self.model_args)
+        if self.teacher:
+            self.teacher.check_resumed(ckpt.get("teacher_digest"), path)
         try:  # a damaged or crafted file may have the right tag and the wrong insides: refuse, never crash
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -385,8 +386,7 @@ class Trainer:
         res = self.validate()
         first = next(iter(res))
         best = res[first]["loss"] < self.best_loss
-        if best:
-            self.best_loss = res[first]["loss"]
+        self.best_loss = min(self.best_loss, res[first]["loss"])
         rec = {"update": self.update, "epoch": self.epoch, "wall_s": round(time.time() - t_start, 1), **res}
         self.valid_history.append(rec)
         self.log.write({"valid": rec})
