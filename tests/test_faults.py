@@ -238,6 +238,8 @@ TRAIN_OVERRIDES = [  # the optimizer and config values that used to reach torch 
     # training budgets and fixed-policy distillation
     ("budget_minutes=0", "budget_minutes=0: must be a number > 0"), ("budget_minutes=-5", "budget_minutes=-5"),
     ("budget_minutes=.inf", "budget_minutes=inf"), ("budget_minutes=soon", "budget_minutes='soon'"),
+    ("decay_fraction=0", "decay_fraction=0: must be a number > 0 and <= 1"),
+    ("decay_fraction=1.5", "decay_fraction=1.5"),
     ("sampling.distill_alpha=1.5", "sampling.distill_alpha=1.5"), ("sampling.distill=maybe", "sampling.distill"),
     ("sampling.teacher=t.yml", "sampling.teacher='t.yml' is used only by fixed-policy distillation"),
     ("sampling.subnet=s.yml", "sampling.subnet='s.yml' is the subnet of sampling.policy=fixed (policy is uniform)"),
@@ -871,17 +873,19 @@ def test_killed_demo_resumes_and_redoes_only_damaged_results(env, tmp_path, caps
     names = [r["name"] for r in summary["rows"]]
     assert len(names) == 3 and all(r["bleu"] >= 0 for r in summary["rows"])
 
-    # damage two results: they are computed again; nothing else is rerun
-    bleu = out / "export" / summary["rows"][0]["model_path"].split("/")[1] / "bleu.json"
+    # damage three results: they are computed again; nothing else is rerun
+    bleu, other = (out / "export" / r["model_path"].split("/")[1] / "bleu.json" for r in summary["rows"][:2])
     bleu.write_text('{"bleu": ')
+    other.write_text(json.dumps({**json.loads(other.read_text()), "per_origin": {"ding": 3}}))
     lat = json.loads((out / "latency_final.json").read_text())
     del lat[names[-1]]
     (out / "latency_final.json").write_text(json.dumps(lat))
     calls.clear()
     rc, stdout, err = hat_cli(capsys, *argv)
     assert rc == 0 and calls == [], err
-    assert "(again: " in stdout and f"for {names[-1]!r}: has no entry" in stdout
-    assert json.loads(bleu.read_text())["bleu"] >= 0
+    assert f"for {names[-1]!r}: has no entry" in stdout and "per_origin 'ding' is not a result" in stdout
+    assert stdout.count("(again: ") == 3 and json.loads(bleu.read_text())["bleu"] >= 0
+    assert json.loads(other.read_text()).get("per_origin") != {"ding": 3}
     assert set(json.loads((out / "latency_final.json").read_text())) == set(names)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hat.commands.demo_report import write_summary
-from hat.commands.demo_state import Ledger, has_fields, json_problem, spreads_problem, stage_needed
+from hat.commands.demo_state import Ledger, bleu_check, json_problem, spreads_problem, stage_needed
 from hat.errors import HatError
 from hat.files import atomic_write_text, read_json
 from hat.latency.devices import resolve_device
@@ -274,9 +274,7 @@ def _evaluate(out: Path, data: Path, entries: list[Entry], b: Budget, space: Des
             _hat(["export", "--checkpoint", str(e.save_dir / "checkpoint_last.pt"), "--config", str(e.cfg_path),
                   "--data", str(data), "--format", "standalone", "--out", str(edir)])
         res_path, hyp_path = edir / "bleu.json", edir / "test.hyp"
-        bleu_problem = json_problem("BLEU result", lambda r: has_fields(r, {"bleu": (int, float)}) or (
-            None if hyp_path.is_file() else f"has no {hyp_path.name} next to it"))
-        if stage_needed(f"BLEU of {e.name}", res_path, bleu_problem):
+        if stage_needed(f"BLEU of {e.name}", res_path, json_problem("BLEU result", bleu_check(hyp_path))):
             res, h = evaluate(hat.load(edir / "model.pt"), data, "test", beam=b.beam, lenpen=0.6,
                               limit=b.test_sentences)
             atomic_write_text(hyp_path, "\n".join(h) + "\n")

@@ -67,6 +67,24 @@ def spreads_problem(names: Sequence[str]) -> Callable[[dict], "str | None"]:
     return check
 
 
+def bleu_check(hyp: Path) -> Callable[[dict], "str | None"]:
+    """`check` for a model's BLEU result: its score, its per-origin scores when it has them, and the
+    hypotheses written next to it (the paired significance tests read them)."""
+    def check(value: dict) -> str | None:
+        score = {"bleu": (int, float)}
+        if why := has_fields(value, score):
+            return why
+        origins = value.get("per_origin", {})
+        if not isinstance(origins, dict):
+            return "has a per_origin that is not a mapping"
+        for origin, res in origins.items():
+            why = has_fields(res, score) if isinstance(res, dict) else "is not a result"
+            if why:
+                return f"per_origin {origin!r} {why}"
+        return None if hyp.is_file() else f"has no {hyp.name} next to it"
+    return check
+
+
 RUN_FIELDS = {"updates": int, "tokens": int, "seconds": (int, float), "stopped_by_budget": bool}
 
 
