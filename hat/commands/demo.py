@@ -1,4 +1,5 @@
-"""`hat demo [--quick]`: the whole HAT pipeline on the Debian de-en corpus, on this CPU.
+"""`hat demo [--quick]`: the whole HAT pipeline on the Debian de-en corpus (`--quick`: on the
+sample corpus bundled with hat, with tiny budgets), on this CPU.
 
 prepare -> train the tiny SuperTransformer -> measure latency of sampled subnets -> fit the
 predictor -> search under two latency constraints -> fine-tune the two found subnets and two
@@ -42,24 +43,43 @@ class Budget:
 # Sized for a 2-core CPU in about 45 minutes: bf16 autocast trains ~1.6x faster than fp32 there
 # (benchmarks/RESULTS.md), and small batches give more updates in a short budget.
 FULL = Budget(2400, 22, 2048, 150, 10, 28, 8, 10, 6, 300, 100, 1000, 4)
-QUICK = Budget(40, 3, 1024, 24, 3, 12, 4, 4, 2, 64, 10, 100, 1)
+# A first look in about 2 minutes on 2 cores, on the bundled sample: the training guard bounds
+# the dominant stage, so a slower or busier machine stops training early rather than running long.
+QUICK = Budget(30, 1.5, 1024, 24, 3, 12, 4, 4, 2, 64, 10, 100, 1)
+
+
+# the demo resumes from checkpoint_last and uses checkpoint_best: numbered interval checkpoints
+# would only fill the disk (about 90 MB each for the tiny space); the quick demo also drops
+# checkpoint_last once a stage is done
+KEEP_BEST_LAST = "keep_interval_checkpoints=0"
+QUICK_WARNING = ("**Quick budget: this shows the pipeline runs, not model quality** (BLEU near 0 is expected after "
+                 "a few dozen updates); `make demo` trains for real.")
+
+EXAMPLES = """examples:
+  hat demo --quick     # bundled sample, tiny budgets: the pipeline in about 2 minutes
+  hat demo             # Debian corpus (needs apt), about 35 minutes on 2 cores
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run (or resume) the end-to-end pipeline on the Debian de-en corpus",
+    p = sub.add_parser("demo", help="run (or resume) the end-to-end pipeline (Debian de-en; --quick: bundled sample)",
                        description="prepare -> train -> measure -> fit predictor -> search (2 constraints) -> "
                        "fine-tune -> BLEU + measured latency vs two hand-designed baselines. Each stage is "
-                       "skipped when its output exists, so a rerun resumes.")
-    p.add_argument("--quick", action="store_true", help="tiny budgets: a first look in a few minutes")
+                       "skipped when its output exists, so a rerun resumes.",
+                       epilog=EXAMPLES)
+    p.add_argument("--quick", action="store_true", help="tiny budgets on the bundled sample corpus: the pipeline "
+                   "in about 2 minutes with no download (shows it runs, not model quality)")
     p.add_argument("--out", default=None, help="output directory (default runs/demo or runs/demo-quick)")
-    p.add_argument("--data", default="data/debian.de-en", help="corpus directory (built when missing)")
+    p.add_argument("--data", default=None, help="corpus directory, built when missing (default data/debian.de-en; "
+                   "with --quick data/sample.de-en, from the sample bundled with hat: no download)")
     p.add_argument("--device", default="cpu-2core", help="device for latency measurement (hat/configs/device)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     out = args.out or ("runs/demo-quick" if args.quick else "runs/demo")
-    run_demo(out, args.data, quick=args.quick, device=args.device)
+    data = args.data or ("data/sample.de-en" if args.quick else "data/debian.de-en")
+    run_demo(out, data, quick=args.quick, device=args.device)
     return 0
 
 
@@ -70,6 +90,12 @@ def _hat(argv: list[str]) -> None:
     rc = main(argv)
     if rc:
         raise HatError(f"stage `hat {argv[0]}` failed with exit code {rc}")
+
+
+def _keep_best(save_dir: Path) -> None:
+    """A finished quick stage needs only checkpoint_best.pt (checkpoint_last.pt is for resuming)."""
+    if (save_dir / "checkpoint_best.pt").is_file():
+        (save_dir / "checkpoint_last.pt").unlink(missing_ok=True)
 
 
 def _stage(name: str, done: Path) -> bool:
@@ -111,7 +137,9 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
 
     # 1. corpus
     t = time.time()
-    if _stage("prepare the Debian de-en corpus", data / "meta.json"):
+    if quick and _stage("prepare the bundled sample corpus", data / "meta.json"):
+        _hat(["prepare", "sample", "--out", str(data)])
+    if not quick and _stage("prepare the Debian de-en corpus", data / "meta.json"):
         _hat(["prepare", "debian", "--pair", "de-en", "--out", str(data)])
     timed("prepare", t)
 
@@ -119,11 +147,16 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     t = time.time()
     super_dir = out / "supertransformer"
     if _stage("train the tiny SuperTransformer", super_dir / "DONE"):
+        # quick: validate and save once, at the end (a first look needs no intermediate checkpoints)
+        every = b.train_updates if quick else None
         _hat(["train", "--config", "tiny-cpu", f"data={data}", f"save_dir={super_dir}", f"max_updates={b.train_updates}",
               f"max_tokens={b.max_tokens}", f"stop_time_minutes={b.train_minutes}", "amp=bf16",
-              f"validate_interval={max(10, b.train_updates // 5)}", f"save_interval={max(10, b.train_updates // 10)}",
+              f"validate_interval={every or max(10, b.train_updates // 5)}",
+              f"save_interval={every or max(10, b.train_updates // 10)}", KEEP_BEST_LAST,
               f"warmup_updates={max(5, b.train_updates // 8)}"] + (["max_valid_sentences=200"] if quick else []))
         (super_dir / "DONE").touch()
+        if quick:
+            _keep_best(super_dir)
     timed("train", t)
     ckpt = super_dir / "checkpoint_best.pt"
     if not ckpt.exists():
@@ -192,9 +225,11 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
                   f"sampling.subnet={cfg_path}", f"init_from={ckpt}", f"max_updates={b.finetune_updates}",
                   f"max_tokens={b.max_tokens}", "amp=bf16",
                   f"warmup_updates={max(2, b.finetune_updates // 10)}", "lr=5.0e-4",
-                  f"validate_interval={b.finetune_updates}", f"save_interval={b.finetune_updates}"]
+                  f"validate_interval={b.finetune_updates}", f"save_interval={b.finetune_updates}", KEEP_BEST_LAST]
                  + (["max_valid_sentences=200"] if quick else []))
             (fdir / "DONE").touch()
+            if quick:
+                _keep_best(fdir)
         fck = fdir / "checkpoint_best.pt"
         finetuned[name] = fck if fck.exists() else fdir / "checkpoint_last.pt"
     timed("finetune", t)
@@ -227,7 +262,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
         cfg = load_subconfig(cfg_path)
         if _stage(f"measured latency of {name}", lat_path):
             if measurer is None:
-                measurer = Measurer(space, Protocol.from_device(dev, space))
+                quick_runs = {"runs": b.latency_runs, "warmup": 2} if quick else {}
+                measurer = Measurer(space, Protocol.from_device(dev, space, **quick_runs))
             m = measurer.measure(cfg)
             lat_path.write_text(json.dumps({"measured_ms": m["latency_mean_encoder"] + m["latency_mean_decoder"], **m}))
         rows.append({
@@ -243,11 +279,19 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     return write_summary(out, rows, constraints, b, timings, time.time() - t0)
 
 
+def md_cell(text: str) -> str:
+    """A Markdown table cell: `|` escaped (architectures read `enc ... | dec ...`), one line."""
+    return " ".join(str(text).replace("\\", "\\\\").replace("|", "\\|").split())
+
+
 def write_summary(out: Path, rows: list[dict], constraints: list[float], b: Budget, timings: dict[str, float],
                   wall: float) -> Path:
+    quick = b == QUICK
+    corpus = "the bundled sample (LibreOffice help de-en)" if quick else "Debian de-en"
     lines = [
-        "# hat demo: tiny SuperTransformer on Debian de-en, this CPU",
+        f"# hat demo: tiny SuperTransformer on {corpus}, this CPU",
         "",
+        *([QUICK_WARNING, ""] if quick else []),
         f"Latency constraints: {', '.join(f'{c:g} ms' for c in constraints)} (25th and 60th percentile of the measured subnets).",
         f"BLEU: sacrebleu on the first {b.test_sentences} test sentences, beam {b.beam}; "
         f"every model fine-tuned {b.finetune_updates} updates from inherited weights.",
@@ -257,8 +301,9 @@ def write_summary(out: Path, rows: list[dict], constraints: list[float], b: Budg
     ]
     for r in rows:
         chrf = f"{r['chrf']:.1f}" if r.get("chrf") is not None else "-"
-        lines.append(f"| {r['model']} | {r['params_M']:.2f} | {r['predicted_ms']:.1f} | {r['measured_ms']:.1f} | "
-                     f"{r['bleu']:.2f} | {chrf} | {r['config']} |")
+        cells = [r["model"], f"{r['params_M']:.2f}", f"{r['predicted_ms']:.1f}", f"{r['measured_ms']:.1f}",
+                 f"{r['bleu']:.2f}", chrf, r["config"]]
+        lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
     lines += ["", "Stage wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; total {wall:.0f}"]
     summary = out / "summary.md"
     summary.write_text("\n".join(lines) + "\n")

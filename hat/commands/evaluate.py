@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import sys
 from pathlib import Path
 
 from hat.errors import HatError
+
+EXAMPLES = """examples:
+  hat evaluate --model export/subnet/model.pt --data data/debian.de-en
+  hat evaluate --checkpoint SUPER.pt --config subnet.yml --data data/debian.de-en --beam 1 --limit 200
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "evaluate", help="BLEU/chrF of a SubTransformer on a prepared test set",
         description="Decode SUBSET of a `hat prepare` directory with beam search (batched, sorted by length) "
                     "and score the detokenized output with sacrebleu (BLEU, chrF, BLEU per origin tag).",
+        epilog=EXAMPLES,
     )
     m = p.add_mutually_exclusive_group(required=True)
     m.add_argument("--model", help="standalone model from `hat export --format standalone`")
@@ -29,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-sentences", "--batch-size", type=int, default=None, help="sentences per batch")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N sentences")
     p.add_argument("--out", help="write hypotheses here, one per line in corpus order "
-                                 "(default: SUBSET.hyp.TGT next to the model)")
+                                 "(default: SUBSET.hyp.TGT next to the model, never overwritten without --force)")
+    p.add_argument("--force", action="store_true", help="overwrite the default hypotheses file next to the model")
     p.add_argument("--hyps", help="score this hypotheses file instead of decoding")
     p.add_argument("--tokenized-bleu", action="store_true",
                    help="also report HAT-style tokenized BLEU: detokenized text tokenized with --tok, "
@@ -56,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         raise HatError(f"{args.data}: data directory not found")
     if args.beam < 1:
         raise HatError(f"--beam must be >= 1, got {args.beam}")
+    model_file = Path(args.model or args.checkpoint)
+    if not args.out and not args.hyps and not args.force:  # refuse before decoding, not after
+        for old in model_file.parent.glob(f"{glob.escape(args.subset)}.hyp.*"):
+            raise HatError(f"{old}: exists (hypotheses of an earlier evaluation, which other results may refer to); "
+                           "pass --out FILE, or --force to overwrite it")
     if args.model:
         tr = load(args.model, args.compute)
         model_path = Path(args.model)
