@@ -52,6 +52,7 @@ QUICK = Budget(30, 1.5, 1024, 24, 3, 12, 4, 4, 2, 64, 10, 100, 1)
 # would only fill the disk (about 90 MB each for the tiny space); the quick demo also drops
 # checkpoint_last once a stage is done
 KEEP_BEST_LAST = "keep_interval_checkpoints=0"
+CORPORA = {"sample": "the bundled sample (LibreOffice help de-en)", "debian": "Debian de-en"}  # meta.json's corpus
 QUICK_WARNING = ("**Quick budget: this shows the pipeline runs, not model quality** (BLEU near 0 is expected after "
                  "a few dozen updates); `make demo` trains for real.")
 
@@ -276,7 +277,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
             "config": describe(cfg),
         })
     timed("evaluate", t)
-    return write_summary(out, rows, constraints, b, timings, time.time() - t0)
+    corpus = json.loads((data / "meta.json").read_text(encoding="utf-8")).get("corpus")
+    return write_summary(out, rows, constraints, b, timings, time.time() - t0, CORPORA.get(corpus, str(data)))
 
 
 def md_cell(text: str) -> str:
@@ -285,9 +287,9 @@ def md_cell(text: str) -> str:
 
 
 def write_summary(out: Path, rows: list[dict], constraints: list[float], b: Budget, timings: dict[str, float],
-                  wall: float) -> Path:
+                  wall: float, corpus: str | None = None) -> Path:
     quick = b == QUICK
-    corpus = "the bundled sample (LibreOffice help de-en)" if quick else "Debian de-en"
+    corpus = corpus or CORPORA["sample" if quick else "debian"]
     lines = [
         f"# hat demo: tiny SuperTransformer on {corpus}, this CPU",
         "",

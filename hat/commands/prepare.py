@@ -146,6 +146,8 @@ def _vocab_files(path: str, src: str, tgt: str) -> tuple[bytes, Dictionary | Non
     state = load_torch(p, "model file")
     fmt = state.get("format") if isinstance(state, dict) else None
     if fmt == FORMAT:
+        if {state["src_lang"], state["tgt_lang"]} != {src, tgt}:
+            raise DataError(f"{p}: translates {state['src_lang']}-{state['tgt_lang']}, not {src}-{tgt}")
         sd, td = dict_from_list(state["src_dict"], str(p)), dict_from_list(state["tgt_dict"], str(p))
         return state["spm_model"], *((sd, td) if state["src_lang"] == src else (td, sd))
     if fmt == SUPER_FORMAT and (state.get("config") or {}).get("data"):
