@@ -152,8 +152,10 @@ def evaluate(
     )[:n]
     origins = ds.origins[:n] if ds.origins is not None else None
     t0 = time.time()
+    truncated = 0
     if hyps is None:
         sources = [ds.src[i] for i in range(n)]
+        truncated = sum(len(s) > translator.model.args.max_positions for s in sources)  # generate() cuts them
         ids = generate(
             translator.model, sources, beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
             max_tokens=max_tokens, max_sentences=max_sentences, progress=progress, desc=f"{subset}",
@@ -170,6 +172,19 @@ def evaluate(
     res.update({
         "data": str(data_dir), "subset": subset, "src": ds.src_lang, "tgt": ds.tgt_lang,
         "beam": beam, "lenpen": lenpen, "max_len_a": max_len_a, "max_len_b": max_len_b,
-        "seconds": round(elapsed, 3), "model": translator.source,
+        "seconds": round(elapsed, 3), "model": translator.source, "truncated_sources": truncated,
     })
     return res, hyps
+
+
+def paired_bleu_pvalue(base_hyps: Sequence[str], hyps: Sequence[str], refs: Sequence[str],
+                       samples: int = 1000) -> float:
+    """p-value that `hyps` and `base_hyps` differ in BLEU only by chance (sacrebleu's paired
+    bootstrap resampling over the same sentences, Koehn 2004; sacrebleu seeds it: repeatable)."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    test = PairedTest([("base", list(base_hyps)), ("other", list(hyps))], {"BLEU": BLEU()}, [list(refs)],
+                      test_type="bs", n_samples=samples)
+    _, scores = test()
+    return float(scores["BLEU"][1].p_value)

@@ -1,9 +1,12 @@
-"""The demo's own logic: baselines, summary table and plot (the stages are the tested CLIs)."""
+"""The demo's own logic: baselines, budget ledger, summary table and plot (the stages are the tested CLIs)."""
 import json
-import re
+
+import pytest
 
 from hat.commands import demo
-from hat.commands.demo import FULL, QUICK, QUICK_WARNING, Budget, md_cell, uniform_configs, write_summary
+from hat.commands.demo import Budget, Ledger, hand_design, uniform_configs
+from hat.commands.demo_report import QUICK_WARNING, compare, write_summary
+from hat.latency.compare import Spread, measure_interleaved
 from hat.space import load_space
 
 
@@ -20,60 +23,130 @@ def test_uniform_baselines_are_valid_and_uniform():
         assert cfg.encoder_embed_dim == cfg.decoder_embed_dim
 
 
-def test_summary_table_and_plot(tmp_path):
+class ParamsPredictor:
+    """A stand-in predictor: latency proportional to decoder depth x width."""
+
+    def predict(self, cfgs):
+        return [10.0 * c.decoder_layer_num * c.decoder_embed_dim / 256 + c.encoder_layer_num for c in cfgs]
+
+
+def test_hand_design_is_the_biggest_uniform_config_that_meets_the_constraint():
+    space = load_space("tiny")
+    pred = ParamsPredictor()
+    pick = hand_design(space, pred, 15.0)
+    assert pred.predict([pick])[0] <= 15.0
+    assert pick.decoder_layer_num == 1 and pick.encoder_layer_num == 3 and pick.encoder_embed_dim == 256
+    fastest = hand_design(space, pred, 0.5)  # nothing meets it: the fastest uniform config
+    assert pred.predict([fastest])[0] == min(pred.predict(uniform_configs(space)))
+
+
+def test_interleaved_rounds_alternate_models_and_spreads_decide_wins():
+    calls = []
+    ms = {"a": iter([10, 12, 11]), "b": iter([20, 19, 30])}
+
+    def measure(cfg):
+        calls.append(cfg)
+        return {"latency_mean_encoder": 0.0, "latency_mean_decoder": next(ms[cfg])}
+
+    s = measure_interleaved(measure, {"a": "a", "b": "b"}, rounds=3)
+    assert calls == ["a", "b"] * 3  # A B, A B, A B: never all of A first
+    assert s["a"] == Spread(11, 10, 12, (10, 12, 11)) and s["b"].median == 20
+    assert s["a"].faster_than(s["b"]) and not s["b"].faster_than(s["a"])
+    overlapping = Spread(11.5, 9, 25, (9, 11.5, 25))
+    assert not overlapping.faster_than(s["b"]) and not s["b"].faster_than(overlapping)
+    with pytest.raises(ValueError):
+        measure_interleaved(measure, {"a": "a"}, rounds=0)
+
+
+def _row(name, kind, ms, low, high, bleu, **kw):
+    return {"name": name, "kind": kind, "config": f"cfg {name} | x", "params_M": 2.0, "measured_ms": ms,
+            "measured_low_ms": low, "measured_high_ms": high, "bleu": bleu, "chrf": 40.0, "training": "t", **kw}
+
+
+def test_comparisons_claim_a_win_only_beyond_the_spread():
+    base = _row("dedicated", "dedicated", 100, 95, 105, 20.0)
+    assert "beats it on both axes" in compare(_row("s", "searched", 50, 48, 52, 20.5), base)
+    tie = compare(_row("s", "searched", 98, 90, 110, 21.0), base)
+    assert "same speed within the spread" in tie and "beats" not in tie
+    assert "loses on both axes" in compare(_row("s", "searched", 120, 110, 130, 19.0), base)
+    assert "p=0.010 significant" in compare(_row("s", "searched", 50, 48, 52, 21, p_vs={"dedicated": 0.01}), base)
+
+
+def test_summary_table_json_and_plot(tmp_path):
     rows = [
-        {"model": "HAT search @ 40 ms", "params_M": 2.0, "predicted_ms": 39.0, "measured_ms": 41.0, "bleu": 12.3,
-         "chrf": 35.0, "config": "a"},
-        {"model": "largest subnet", "params_M": 5.5, "predicted_ms": 100.0, "measured_ms": 98.0, "bleu": 13.1,
-         "chrf": None, "config": "b"},
+        _row("searched @ 40 ms", "searched", 41.0, 39.0, 44.0, 12.3, constraint_ms=40.0, p_vs={"dedicated": 0.2}),
+        _row("dedicated", "dedicated", 98.0, 95.0, 101.0, 13.1, chrf=None),
     ]
-    path = write_summary(tmp_path, rows, [40.0, 60.0], QUICK, {"train": 3.0}, 10.0)
+    meta = {"budget": {"super_s": 600.0, "search_s": 60.0, "finetune_s": 120.0, "n_constraints": 2, "per_model_s": 390.0},
+            "stages": [{"name": "super", "updates": 800, "tokens": 1_500_000, "seconds": 600.0, "stopped_by_budget": True}],
+            "constraints": [40.0, 60.0], "rounds": 3, "test_sentences": 100, "beam": 4, "timings": {"super": 600.0},
+            "wall_s": 900.0, "quick": True}
+    path = write_summary(tmp_path, rows, meta)
     text = path.read_text()
-    assert "| HAT search @ 40 ms | 2.00 | 39.0 | 41.0 | 12.30 | 35.0 | a |" in text
-    assert "| largest subnet | 5.50 | 100.0 | 98.0 | 13.10 | - | b |" in text
-    assert json.loads((tmp_path / "summary.json").read_text())["constraints"] == [40.0, 60.0]
+    assert "Quick budget" in text and "**390 s**" in text and "stopped by its wall-clock budget" in text
+    table = [ln for ln in text.splitlines() if ln.startswith("| searched")]
+    assert table == ["| searched | searched @ 40 ms | 2.00 | 40 ms | 41.0 ms [39.0-44.0] | 12.30 | 40.0 | t | cfg "
+                     "searched @ 40 ms \\| x |"]
+    # every table row has as many cells as the header (escaped pipes inside cells)
+    header = next(ln for ln in text.splitlines() if ln.startswith("| kind"))
+    cells = lambda ln: len(ln.replace("\\|", "").split("|"))  # noqa: E731
+    assert all(cells(ln) == cells(header) for ln in text.splitlines() if ln.startswith("| searched") or ln.startswith("| dedicated"))
+    assert "vs dedicated: 0.42x its latency (faster), BLEU -0.80, p=0.200 not significant" in text
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["constraints"] == [40.0, 60.0] and saved["rows"][0]["kind"] == "searched"
     assert (tmp_path / "latency_vs_bleu.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def _cells(row: str) -> list[str]:
-    """Cells of a Markdown table row (`\\|` is a literal bar inside a cell)."""
-    return [c.strip() for c in re.split(r"(?<!\\)\|", row.strip())[1:-1]]
+def test_ledger_survives_a_restart(tmp_path):
+    led = Ledger(tmp_path / "ledger.json")
+    led.add_time("search", 2.5)
+    led.add_time("search", 1.5)
+    assert Ledger(tmp_path / "ledger.json").seconds("search") == 4.0
 
 
-def test_summary_is_valid_markdown_and_the_quick_one_warns(tmp_path):
-    rows = [{"model": "HAT search @ 40 ms", "params_M": 2.0, "predicted_ms": 39.0, "measured_ms": 41.0, "bleu": 0.04,
-             "chrf": 5.0, "config": "enc 2x192 ffn[768, 512] h[4, 4] | dec 1x256 ffn[768] h[2] eh[2] arb[2]"}]
+def test_only_the_quick_summary_warns_and_it_points_at_the_real_demo(tmp_path):
+    rows = [_row("searched @ 40 ms", "searched", 41.0, 39.0, 44.0, 0.04, constraint_ms=40.0)]
+    meta = {"budget": {"super_s": 45.0, "search_s": 6.0, "finetune_s": 24.0, "n_constraints": 2, "per_model_s": 37.5},
+            "constraints": [40.0, 60.0], "rounds": 2, "test_sentences": 100, "beam": 1, "timings": {}, "wall_s": 120.0}
     (tmp_path / "q").mkdir()
     (tmp_path / "f").mkdir()
-    quick = write_summary(tmp_path / "q", rows, [40.0, 60.0], QUICK, {"train": 3.0}, 10.0).read_text()
-    table = [line for line in quick.splitlines() if line.startswith("|")]
-    assert len(table) == 3 and all(len(_cells(line)) == 7 for line in table)
-    assert _cells(table[2])[6] == r"enc 2x192 ffn[768, 512] h[4, 4] \| dec 1x256 ffn[768] h[2] eh[2] arb[2]"
-    assert QUICK_WARNING in quick and "make demo" in QUICK_WARNING and "not model quality" in QUICK_WARNING
-    full = write_summary(tmp_path / "f", rows, [40.0, 60.0], FULL, {"train": 3.0}, 10.0).read_text()
-    assert QUICK_WARNING not in full
-    assert md_cell("a|b\nc") == r"a\|b c"
+    quick = write_summary(tmp_path / "q", rows, {**meta, "quick": True, "corpus": demo.CORPORA["sample"]}).read_text()
+    assert "not model quality" in QUICK_WARNING and "`make demo`" in QUICK_WARNING
+    assert [ln for ln in quick.splitlines() if "not model quality" in ln] == [QUICK_WARNING]
+    assert quick.startswith("# hat demo: tiny SuperTransformer on the bundled sample")
+    full = write_summary(tmp_path / "f", rows, {**meta, "quick": False}).read_text()
+    assert QUICK_WARNING not in full and "Debian de-en" in full.splitlines()[0]
 
 
-def test_quick_demo_runs_from_the_bundled_sample_without_downloads(tmp_path, monkeypatch):
+def test_quick_defaults_to_the_bundled_sample_and_the_full_demo_to_debian(monkeypatch):
+    from hat.cli import build_parser
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, data, **kw: calls.append((out, data, kw["quick"])))
+    for argv in (["demo", "--quick"], ["demo"]):
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    assert calls == [("runs/demo-quick", "data/sample.de-en", True), ("runs/demo", "data/debian.de-en", False)]
+
+
+def test_quick_demo_runs_from_the_bundled_sample_without_downloads(tmp_path, monkeypatch, capsys):
     """`hat demo --quick` end to end (on budgets smaller still): the corpus comes from the package,
-    Debian is never asked, only best/last checkpoints stay, and the summary warns."""
+    Debian is never asked, each training stage keeps one checkpoint, and the summary warns."""
     import hat.data.sources as sources
 
     def no_download(*args, **kwargs):
         raise AssertionError("the quick demo must not download anything")
 
     monkeypatch.setattr(sources, "gather", no_download)
-    tiny = Budget(train_updates=6, train_minutes=2, max_tokens=512, latency_samples=20, latency_runs=1,
-                  search_population=4, search_parents=2, search_children=1, search_iterations=1, valid_sentences=16,
-                  finetune_updates=3, test_sentences=8, beam=1)
+    tiny = Budget(super_minutes=0.05, finetune_minutes=0.01, max_tokens=512, super_warmup=2, latency_samples=20,
+                  latency_runs=1, search_population=4, search_parents=2, search_children=1, search_iterations=1,
+                  valid_sentences=16, constraints=(0.5, 0.7), test_sentences=8, beam=1, rounds=1, max_updates=30)
     monkeypatch.setattr(demo, "QUICK", tiny)
     summary = demo.run_demo(tmp_path / "run", tmp_path / "data", quick=True)
     text = summary.read_text()
-    assert QUICK_WARNING in text and "bundled sample" in text
-    table = [line for line in text.splitlines() if line.startswith("|")]
-    assert len(table) == 6 and all(len(_cells(line)) == 7 for line in table)
+    assert QUICK_WARNING in text and "bundled sample" in text.splitlines()[0]
+    assert [ln.split(" | ")[0] for ln in text.splitlines() if ln.startswith("| ") and "---" not in ln][1:] == \
+        ["| searched", "| searched", "| uniform"]
     assert json.loads((tmp_path / "data" / "meta.json").read_text())["corpus"] == "sample"
-    kept = sorted(p.name for p in (tmp_path / "run").rglob("checkpoint*.pt"))
-    assert kept and set(kept) == {"checkpoint_best.pt"}  # one per training stage, nothing per interval
-    assert len(kept) == 5
+    kept = sorted(p.relative_to(tmp_path / "run").as_posix() for p in (tmp_path / "run").rglob("checkpoint*.pt"))
+    assert len(kept) == 4 and all(k.endswith("/checkpoint_last.pt") for k in kept)  # one per training stage

@@ -132,6 +132,6 @@ def test_training_key_device_is_read_as_compute(tmp_path):
 
     assert load_train_config("tiny-cpu", ["device=cpu"]).compute == "cpu"
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("device: cpu\nmax_updates: 3\n")
+    recipe.write_text("device: cpu\nmax_updates: 3\nwarmup_updates: 1\n")
     cfg = load_train_config(str(recipe))
     assert cfg.compute == "cpu" and cfg.max_updates == 3 and "device" not in cfg

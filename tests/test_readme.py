@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from hat.cli import build_parser
+from hat.cli import UsageError, build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -89,7 +89,7 @@ def quick_dir(tmp_path_factory) -> Path:
     data = tmp / "data" / "sample.de-en"
     prepare_sample(data)
     ckpt = make_checkpoint(tmp, data, steps=2)
-    dest = tmp / "runs" / "demo-quick" / "supertransformer" / "checkpoint_best.pt"
+    dest = tmp / "runs" / "demo-quick" / "supertransformer" / "checkpoint_last.pt"
     dest.parent.mkdir(parents=True)
     shutil.move(ckpt, dest)
     return tmp
@@ -115,9 +115,11 @@ def _parse_hat(argv: list[str]) -> None:
     """Parse like `hat ARGV` does; a `hat train` line also resolves its recipe and overrides."""
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as e:  # --help / --version exit 0; a bad flag exits 2
+    except SystemExit as e:  # --help / --version exit 0
         assert e.code == 0, f"`hat {' '.join(argv)}` does not parse"
         return
+    except UsageError as e:  # a bad command line
+        raise AssertionError(f"`hat {' '.join(argv)}` does not parse: {e}") from None
     if args.command == "train":
         from hat.train.config import load_train_config
 
@@ -182,3 +184,19 @@ def test_layout_paths_exist(code):
         if m:
             for name in m.group(2).split(", ")[1:]:
                 assert (ROOT / m.group(1) / name).exists(), name
+    where = None
+    for line in code.splitlines():  # `hat/train/ ... teacher (distill.py)`: modules named in an entry
+        top = re.match(r"^(hat/(?:[\w-]+/)*)", line)
+        where = top.group(1) if top else where
+        for name in re.findall(r"\(([\w-]+\.py)\b", line):
+            assert where and (ROOT / where / name).exists(), f"{where}{name}"
+
+
+def test_results_table_has_a_row_per_kind_of_the_demo_summary():
+    """The README's results table is the demo's summary: the same kinds, so it is filled, not invented."""
+    from hat.commands.demo_report import KIND_ORDER
+
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Results", 1)[1].split("\n## ", 1)[0]
+    kinds = {line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ") and "---" not in line}
+    assert kinds - {"kind"} == set(KIND_ORDER)

@@ -8,7 +8,7 @@ import argparse
 
 EXAMPLES = """examples:
   hat train --config tiny-cpu data=data/debian.de-en
-  hat train --config tiny-cpu max_updates=200 sampling.policy=sandwich save_dir=checkpoints/sw
+  hat train --config tiny-cpu budget_minutes=20 sampling.policy=sandwich save_dir=checkpoints/sw
   # retrain a searched SubTransformer from inherited weights
   hat train --config tiny-cpu sampling.policy=fixed sampling.subnet=subnet.yml \\
       init_from=checkpoints/tiny-debian/checkpoint_best.pt save_dir=checkpoints/subnet
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a SuperTransformer (uniform/sandwich sampling) or a fixed SubTransformer",
         description="Train with a shipped recipe (tiny-cpu, wmt14.en-de, iwslt14.de-en) or a YAML file; "
-                    "override any key with key=value (omegaconf dotlist, e.g. max_updates=200 "
+                    "override any key with key=value (omegaconf dotlist, e.g. max_updates=1000 "
                     "sampling.policy=sandwich). Resumes automatically from SAVE_DIR/checkpoint_last.pt.",
         epilog=EXAMPLES,
     )
