@@ -74,15 +74,17 @@ def test_comparisons_claim_a_win_only_beyond_the_spread():
 
 def test_summary_table_json_and_plot(tmp_path):
     rows = [
-        _row("searched @ 40 ms", "searched", 41.0, 39.0, 44.0, 12.3, constraint_ms=40.0, p_vs={"dedicated": 0.2}),
-        _row("dedicated", "dedicated", 98.0, 95.0, 101.0, 13.1, chrf=None),
+        _row("searched @ 40 ms", "searched", 41.0, 39.0, 44.0, 12.3, constraint_ms=40.0, p_vs={"dedicated": 0.2},
+             bleu_by_origin={"ddtp": 10.0, "ding": 5.5}),
+        _row("dedicated", "dedicated", 98.0, 95.0, 101.0, 13.1, chrf=None, bleu_by_origin={"ddtp": 11.0}),
     ]
     meta = {"budget": {"super_s": 600.0, "search_s": 60.0, "finetune_s": 120.0, "n_constraints": 2, "per_model_s": 390.0},
             "stages": [{"name": "super", "updates": 800, "tokens": 1_500_000, "seconds": 600.0, "stopped_by_budget": True}],
             "constraints": [40.0, 60.0], "rounds": 3, "test_sentences": 100, "beam": 4, "timings": {"super": 600.0},
             "wall_s": 900.0, "quick": True}
     path = write_summary(tmp_path, rows, meta)
-    text = path.read_text()
+    text, by_origin = path.read_text().split("BLEU by origin")
+    assert "| searched | searched @ 40 ms | 10.00 | 5.50 |" in by_origin and "| dedicated | dedicated | 11.00 | - |" in by_origin
     assert "Quick budget" in text and "**390 s**" in text and "stopped by its wall-clock budget" in text
     table = [ln for ln in text.splitlines() if ln.startswith("| searched")]
     assert table == ["| searched | searched @ 40 ms | 2.00 | 40 ms | 41.0 ms [39.0-44.0] | 12.30 | 40.0 | t | cfg "

@@ -355,6 +355,7 @@ def _evaluate(out: Path, data: Path, entries: list[Entry], b: Budget, space: Des
                else f"from scratch {run['seconds']:.0f} s")
         rows.append({"name": e.name, "kind": e.kind, "config": describe(cfg), "params_M": num_params(cfg, space) / 1e6,
                      "constraint_ms": e.constraint_ms, "bleu": res["bleu"], "chrf": res.get("chrf"),
+                     "bleu_by_origin": {k: v["bleu"] for k, v in res.get("per_origin", {}).items()},
                      "model_path": str((edir / "model.pt").relative_to(out)), "budget_s": budget["per_model_s"],
                      "updates": run["updates"], "tokens": run["tokens"], "train_s": run["seconds"],
                      "training": f"{how}, {run['updates']} updates"})

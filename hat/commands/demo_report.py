@@ -68,7 +68,7 @@ def summary_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
     for st in meta.get("stages", []):
         cut = " (stopped by its wall-clock budget)" if st.get("stopped_by_budget") else ""
         lines.append(f"- {st['name']}: {st['updates']} updates, {st['tokens'] / 1e6:.2f} M target tokens, "
-                     f"{st['seconds']:.0f} s{cut}")
+                     f"{st['seconds']:.0f} s ({st['tokens'] / max(st['seconds'], 1e-9):.0f} tokens/s){cut}")
     lines += [
         "",
         "| kind | model | params (M) | constraint | measured ms [min-max] | BLEU | chrF | training | architecture |",
@@ -89,8 +89,24 @@ def summary_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
             if scratch:
                 parts.append(f"vs its own architecture from scratch: BLEU {r['bleu'] - scratch['bleu']:+.2f}")
             lines.append(f"- {r['name']}: " + "; ".join(parts))
+    lines += _by_origin(rows)
     lines += ["", "Stage wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in meta["timings"].items())
               + f"; total {meta['wall_s']:.0f}"]
+    return lines
+
+
+def _by_origin(rows: list[dict]) -> list[str]:
+    """BLEU per origin of the test set: each origin is its own domain (package descriptions, a
+    dictionary, software help, a game), so a model that wins only on one shows it here."""
+    tags = sorted({t for r in rows for t in r.get("bleu_by_origin") or {}})
+    if not tags:
+        return []
+    lines = ["", "BLEU by origin of the test sentences (domains):", "",
+             "| kind | model | " + " | ".join(tags) + " |", "|---|---|" + "---:|" * len(tags)]
+    for r in sorted(rows, key=lambda r: (KIND_ORDER.index(r["kind"]), r["measured_ms"])):
+        got = r.get("bleu_by_origin") or {}
+        lines.append(f"| {r['kind']} | {_cell(r['name'])} | "
+                     + " | ".join(f"{got[t]:.2f}" if t in got else "-" for t in tags) + " |")
     return lines
 
 

@@ -30,7 +30,7 @@ from hat.space import describe, load_space, load_subconfig
 from hat.train import distributed as D
 from hat.train.config import model_args
 from hat.train.distill import Teacher
-from hat.train.log import TrainLog
+from hat.train.log import Progress, TrainLog
 from hat.train.loss import distill_loss, label_smoothed_nll_loss
 from hat.train.optim import LRSchedule, build_optimizer
 from hat.train.rng import rng_state, set_rng_state, update_seed
@@ -303,8 +303,6 @@ class Trainer:
     # ---- loop -------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Run to `max_updates` (or `max_epochs` / `stop_time_minutes`); return the last validation."""
-        from tqdm import tqdm
-
         c, master = self.cfg, self.env.is_master
         self.save_dir.mkdir(parents=True, exist_ok=True)
         if master:
@@ -320,8 +318,7 @@ class Trainer:
                 print(f"hat train: {self.save_dir} already reached max_updates={c.max_updates}", file=sys.stderr)
             return {"update": self.update, "valid": self.valid_history[-1] if self.valid_history else None,
                     "subnet_digest": self.subnet_digest}
-        bar = tqdm(total=c.max_updates, initial=self.update, disable=not (master and c.progress),
-                   dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        bar = Progress(c.max_updates, self.update, c.budget_minutes, self.elapsed_s, master and c.progress)
         t_start = time.time()
         t0, tok0, last_valid = time.time(), 0.0, None
         win_loss = win_tok = 0.0
@@ -339,14 +336,15 @@ class Trainer:
             tok0 += stats["ntokens"]
             win_loss += stats["loss"] * stats["ntokens"]
             win_tok += stats["ntokens"]
-            bar.update(1)
+            bar.step(self.update, self.elapsed_s)
             u = self.update
             if u % c.log_interval == 0 or u == c.max_updates:
                 dt = max(time.time() - t0, 1e-9)
                 rec = {"update": u, "epoch": self.epoch, "loss": win_loss / max(win_tok, 1), "lr": stats["lr"],
                        "tokens_per_s": tok0 / dt, "wall_s": round(time.time() - t_start, 1),
                        "elapsed_s": round(self.elapsed_s, 1), "tokens_seen": self.tokens_seen}
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}", lr=f"{stats['lr']:.2e}")
+                bar.postfix(update=str(u), loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}",
+                            lr=f"{stats['lr']:.2e}")
                 self.log.write({"train": rec})
                 if self.writer:
                     self.writer.add_scalar("train/loss", rec["loss"], u)
