@@ -58,7 +58,8 @@ class Budget:
 FULL = Budget(20, 3, 2048, 300, 150, 10, 28, 8, 10, 6, 300, (0.45, 0.55, 0.67), 1000, 4, 5, 100_000)
 # A first look on the bundled sample in about 2 minutes on 2 cores: the wall-clock budgets bound
 # the training stages, so a slower or busier machine trains less rather than running long.
-QUICK = Budget(0.75, 0.2, 1024, 5, 24, 3, 12, 4, 4, 2, 64, (0.5, 0.7), 100, 1, 2, 100_000)
+QUICK = Budget(0.5, 0.15, 1024, 5, 20, 2, 8, 2, 3, 2, 32, (0.5, 0.7), 50, 1, 2, 100_000)
+QUICK_VALID = 64  # validation sentences of the quick demo's training stages
 SCRATCH_WARMUP = 200  # the tiny-cpu recipe's warm-up, for every model trained from scratch
 FINETUNE = ["lr=5.0e-4", "warmup_updates=20", "sampling.distill=true", "sampling.distill_alpha=0.5"]
 CORPORA = {"sample": "the bundled sample (LibreOffice help de-en)", "debian": "Debian de-en"}  # by meta.json's corpus
@@ -199,7 +200,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out / "ledger.json")
     t_demo = time.time()
-    small_valid = ["max_valid_sentences=200"] if quick else []
+    small_valid = [f"max_valid_sentences={QUICK_VALID}"] if quick else []
     common = ["--config", "tiny-cpu", f"data={data}", f"max_tokens={b.max_tokens}", f"max_updates={b.max_updates}",
               "keep_interval_checkpoints=0", "progress=false" if quick else "progress=true"] + small_valid
 
@@ -310,13 +311,13 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     rows = timed("evaluate", _evaluate, out, data, entries, b, space, device, ledger, budget)
     stages = [{"name": "SuperTransformer (uniform sampling)", **ledger.record_run("super", super_dir)}]
     stages += [{"name": f"{e.kind}: {e.name}", **ledger.record_run(e.slug, e.save_dir)} for e in entries]
-    from hat.latency.devices import resolve_device  # noqa: PLC0415
-    from hat.latency.measure import Protocol, cpu_description  # noqa: PLC0415
+    from hat.latency.measure import cpu_description  # noqa: PLC0415
 
-    proto = Protocol.from_device(resolve_device(device), space)
+    proto = _protocol(device, space, b)
     corpus = json.loads((data / "meta.json").read_text(encoding="utf-8")).get("corpus")
     meta = {
-        "quick": quick, "corpus": CORPORA.get(corpus, str(data)), "machine": cpu_description(), "budget": budget, "stages": stages,
+        "quick": quick, "corpus": CORPORA.get(corpus, str(data)), "machine": cpu_description(), "budget": budget,
+        "stages": stages,
         "constraints": constraints, "constraint_rule": "fractions " + ", ".join(f"{f:g}" for f in b.constraints)
         + f" of the largest subnet's predicted {top:.1f} ms",
         "protocol": f"batch {proto.batch}, beam {proto.beam}, {proto.src_len}+{proto.tgt_len} tokens, "
@@ -327,13 +328,21 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     return write_summary(out, rows, meta)
 
 
+def _protocol(device: str, space: DesignSpace, b: Budget) -> Any:
+    """The device's latency protocol; the quick demo times the final table with its own few runs."""
+    from hat.latency.devices import resolve_device  # noqa: PLC0415
+    from hat.latency.measure import Protocol  # noqa: PLC0415
+
+    few = {"runs": b.latency_runs, "warmup": 2} if b == QUICK else {}
+    return Protocol.from_device(resolve_device(device), space, **few)
+
+
 def _evaluate(out: Path, data: Path, entries: list[Entry], b: Budget, space: DesignSpace, device: str,
               ledger: Ledger, budget: dict) -> list[dict]:
     import hat  # noqa: PLC0415
     from hat.evaluate import evaluate, paired_bleu_pvalue  # noqa: PLC0415
     from hat.latency.compare import measure_interleaved  # noqa: PLC0415
-    from hat.latency.devices import resolve_device  # noqa: PLC0415
-    from hat.latency.measure import Measurer, Protocol  # noqa: PLC0415
+    from hat.latency.measure import Measurer  # noqa: PLC0415
 
     rows, hyps = [], {}
     for e in entries:
@@ -362,7 +371,7 @@ def _evaluate(out: Path, data: Path, entries: list[Entry], b: Budget, space: Des
 
     lat_path = out / "latency_final.json"
     if _stage(f"measure every model's latency in {b.rounds} interleaved rounds", lat_path):
-        measurer = Measurer(space, Protocol.from_device(resolve_device(device), space))
+        measurer = Measurer(space, _protocol(device, space, b))
         spreads = measure_interleaved(measurer.measure, {r["name"]: load_subconfig(e.cfg_path)
                                                          for r, e in zip(rows, entries)},
                                       rounds=b.rounds, log=lambda s: print(f"[demo] latency {s}", flush=True))
