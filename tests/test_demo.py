@@ -4,7 +4,7 @@ import json
 import pytest
 
 from hat.commands import demo
-from hat.commands.demo import Budget, Ledger, hand_design, uniform_configs
+from hat.commands.demo import Budget, Ledger, hand_design, latency_constraints, uniform_configs
 from hat.commands.demo_report import QUICK_WARNING, compare, write_summary
 from hat.latency.compare import Spread, measure_interleaved
 from hat.space import load_space
@@ -38,6 +38,15 @@ def test_hand_design_is_the_biggest_uniform_config_that_meets_the_constraint():
     assert pick.decoder_layer_num == 1 and pick.encoder_layer_num == 3 and pick.encoder_embed_dim == 256
     fastest = hand_design(space, pred, 0.5)  # nothing meets it: the fastest uniform config
     assert pred.predict([fastest])[0] == min(pred.predict(uniform_configs(space)))
+
+
+def test_constraints_are_shares_of_the_largest_unless_one_falls_below_the_smallest():
+    cs, rule = latency_constraints((0.45, 0.55, 0.67), 200.0, 60.0)
+    assert cs == [90.0, 110.0, 134.0] and "of the largest subnet's predicted 200.0 ms" in rule
+    # a noisy predictor: half the largest (88.5) is below the smallest (93.9), which no search can meet
+    cs, rule = latency_constraints((0.5, 0.7), 177.0, 93.9)
+    assert cs == [135.4, 152.1] and "from the smallest subnet's predicted 93.9 ms" in rule
+    assert all(c > 93.9 for c in cs) and cs == sorted(set(cs))
 
 
 def test_interleaved_rounds_alternate_models_and_spreads_decide_wins():
