@@ -1,3 +1,5 @@
+"""`python train_predictor.py ARGS` == `hat fit-predictor ARGS` (HAT's script name)."""
 from hat.cli import run_as_script
 
-run_as_script("fit-predictor")
+if __name__ == "__main__":
+    run_as_script("fit-predictor")

@@ -5,7 +5,8 @@ it is imported lazily so `import hat` stays light.
 """
 from __future__ import annotations
 
-__all__ = ["load"]
+__version__ = "0.1.0"
+__all__ = ["__version__", "load"]
 
 
 def __getattr__(name: str):

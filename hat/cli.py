@@ -11,7 +11,8 @@ import argparse
 import importlib
 import sys
 
-from hat.errors import HatError, first_line
+from hat import __version__
+from hat.errors import DISTRIBUTION, HatError, first_line
 
 COMMANDS = [
     "info",
@@ -22,8 +23,15 @@ COMMANDS = [
     "search",
     "export",
     "evaluate",
+    "average_checkpoints",
     "demo",
 ]
+
+
+EXAMPLES = """examples:
+  hat demo --quick                       # the whole pipeline on the bundled sample, about 2 minutes
+  hat COMMAND --help                     # every command's options, defaults and examples
+"""
 
 
 class UsageError(HatError):
@@ -34,9 +42,24 @@ class UsageError(HatError):
         self.prog = prog
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as one line (no usage block) and returns to
-    `main` instead of exiting, so `main([...])` answers 2 like every other bad input."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and example epilogs as written; every option that has a default says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+class Parser(argparse.ArgumentParser):
+    """`hat`'s parsers (subcommands included): help through HelpFormatter, and a bad command line
+    reported as one line (no usage block) that returns to `main` instead of exiting, so
+    `main([...])` answers 2 like every other bad input."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: ANN201  (argparse's signature; never returns)
         raise UsageError(self.prog, f"{message} (see `{self.prog} --help`)")
@@ -50,7 +73,8 @@ def os_error_line(e: OSError) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hat", description="Hardware-aware Transformer architecture search.")
+    parser = Parser(prog="hat", description="Hardware-aware Transformer architecture search.", epilog=EXAMPLES)
+    parser.add_argument("--version", action="version", version=f"hat {__version__} (distribution {DISTRIBUTION})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:

@@ -1,6 +1,14 @@
 """Errors that the CLI reports as one line (file and problem) with exit code 2."""
 from __future__ import annotations
 
+# The name on the package index (`hat` there is an unrelated project); import and command are `hat`.
+DISTRIBUTION = "hat-nas"
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs an optional extra, for messages that need one."""
+    return f"pip install '{DISTRIBUTION}[{extra}]'"
+
 
 class HatError(Exception):
     """A user-facing error: bad input, missing file, config outside the design space."""

@@ -317,3 +317,95 @@ def test_read_parallel_origin_misaligned(tmp_path):
     prefix = _write(tmp_path / "p", de, en, ["x"] * 9)
     with pytest.raises(DataError, match="p.origin has 9"):
         read_parallel(prefix, "de", "en")
+
+
+# ---------------------------------------------------------------- the bundled sample
+def test_prepare_sample_needs_no_download(tmp_path, monkeypatch):
+    from hat.data.sample import SAMPLE_DIR, SIZES
+
+    monkeypatch.setattr(apt.shutil, "which", lambda name: None)  # no apt, no dpkg
+    rc = main(["prepare", "sample", "--out", str(tmp_path / "s")])
+    assert rc == 0
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    assert meta["splits"] == SIZES and meta["corpus"] == "sample" and "MPL-2.0" in meta["licence"]
+    assert meta["origins"]["train"] == {"libreoffice": SIZES["train"]}
+    assert (SAMPLE_DIR / "LICENSE").read_text().startswith("Mozilla Public License Version 2.0")
+    assert "MPL-2.0" in (SAMPLE_DIR / "README.md").read_text()
+    train = set((tmp_path / "s" / "raw" / "train.de").read_text(encoding="utf-8").splitlines())
+    for split in ("valid", "test"):  # no test sentence was seen in training
+        assert not train & set((tmp_path / "s" / "raw" / f"{split}.de").read_text(encoding="utf-8").splitlines())
+
+
+def test_make_sample_from_pairs(tmp_path):
+    from hat.data.sample import make_sample, sample_splits
+
+    de, en = _corpus(400, 7)
+    (tmp_path / "lo.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in zip(de, en)), encoding="utf-8")
+    sizes = make_sample(tmp_path / "lo.tsv", tmp_path / "out", {"train": 100, "valid": 10, "test": 10})
+    assert sizes["train"] == 100 and sizes["valid"] >= 10 and sizes["test"] >= 10
+    splits = sample_splits(tmp_path / "out")
+    assert len(splits["train"]) == 100 and set(splits["test"].origin) == {"libreoffice"}
+    with pytest.raises(DataError, match="usable pairs"):
+        make_sample(tmp_path / "lo.tsv", tmp_path / "o2", {"train": 5000, "valid": 10, "test": 10})
+
+
+# ---------------------------------------------------------------- prepare text: vocabulary, warnings, BPE
+def test_prepare_text_reuses_a_vocabulary(prepared, tmp_path):
+    test = str(prepared.parent / "test")
+    rc = main(["prepare", "text", "--src", "de", "--tgt", "en", "--testpref", test, "--spm-model", str(prepared),
+               "--out", str(tmp_path / "own")])
+    assert rc == 0
+    own = tmp_path / "own"
+    assert (own / "spm.model").read_bytes() == (prepared / "spm.model").read_bytes()
+    for name in ("dict.de.txt", "dict.en.txt", "test.de.bin", "test.en.bin"):
+        assert (own / name).read_bytes() == (prepared / name).read_bytes(), name
+    meta = json.loads((own / "meta.json").read_text())
+    assert meta["splits"] == {"test": 30} and meta["vocabulary_from"] == str(prepared)
+    # a bare SentencePiece model gives the same dictionary symbols (every piece, in its order)
+    rc = main(["prepare", "text", "--src", "de", "--tgt", "en", "--testpref", test,
+               "--spm-model", str(prepared / "spm.model"), "--out", str(tmp_path / "own2")])
+    assert rc == 0
+    assert Dictionary.load(tmp_path / "own2" / "dict.en.txt") == Dictionary.load(prepared / "dict.en.txt")
+
+
+def test_prepare_text_vocabulary_bad_inputs(prepared, tmp_path, capsys):
+    test = str(prepared.parent / "test")
+    base = ["prepare", "text", "--src", "de", "--tgt", "en", "--out", str(tmp_path / "o")]
+    cases = [
+        (["--testpref", test], "--trainpref and --validpref are required"),
+        (["--testpref", test, "--srcdict", str(prepared / "dict.de.txt")], "needs --spm-model"),
+        (["--testpref", test, "--spm-model", str(tmp_path / "nothing")], "no such"),
+        (["--testpref", test, "--spm-model", str(prepared / "dict.de.txt")], "not a valid SentencePiece model"),
+    ]
+    for argv, needle in cases:
+        assert main(base + argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err
+
+
+def test_prepare_text_warns_about_a_shrunk_vocabulary_and_overlap(tmp_path, caplog):
+    de, en = _corpus(200, 8)
+    train = _write(tmp_path / "train", de, en)
+    valid = _write(tmp_path / "valid", de[:20], en[:20])  # all of it also in train
+    with caplog.at_level("WARNING"):
+        prepare_text(tmp_path / "o", "de", "en", train, valid, vocab_size=8000)
+    text = caplog.text
+    assert "learned only" in text and "of the 8000 requested" in text
+    assert "20 of 20 valid pairs (100.0%)" in text and "also in train" in text
+
+
+def test_prepare_text_bpe_markers(tmp_path, capsys):
+    de, en = _corpus(60, 9)
+
+    def bpe(lines: list[str]) -> list[str]:  # subword-nmt style: "Haus" -> "Ha@@ us"
+        return [" ".join(w[:2] + "@@ " + w[2:] if len(w) > 3 else w for w in x.split()) for x in lines]
+
+    train = _write(tmp_path / "train", bpe(de), bpe(en))
+    valid = _write(tmp_path / "valid", *_corpus(10, 10))
+    argv = ["prepare", "text", "--src", "de", "--tgt", "en", "--trainpref", train, "--validpref", valid,
+            "--vocab-size", "60", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "BPE markers" in err and "--remove-bpe" in err
+    assert main(argv + ["--remove-bpe"]) == 0
+    assert (tmp_path / "o" / "raw" / "train.de").read_text(encoding="utf-8").splitlines() == de

@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from hat.commands.demo import Ledger, hand_design, uniform_configs
-from hat.commands.demo_report import compare, write_summary
+from hat.commands import demo
+from hat.commands.demo import Budget, Ledger, hand_design, latency_constraints, uniform_configs
+from hat.commands.demo_report import QUICK_WARNING, compare, write_summary
 from hat.latency.compare import Spread, measure_interleaved
 from hat.space import load_space
 
@@ -37,6 +38,15 @@ def test_hand_design_is_the_biggest_uniform_config_that_meets_the_constraint():
     assert pick.decoder_layer_num == 1 and pick.encoder_layer_num == 3 and pick.encoder_embed_dim == 256
     fastest = hand_design(space, pred, 0.5)  # nothing meets it: the fastest uniform config
     assert pred.predict([fastest])[0] == min(pred.predict(uniform_configs(space)))
+
+
+def test_constraints_are_shares_of_the_largest_unless_one_falls_below_the_smallest():
+    cs, rule = latency_constraints((0.45, 0.55, 0.67), 200.0, 60.0)
+    assert cs == [90.0, 110.0, 134.0] and "of the largest subnet's predicted 200.0 ms" in rule
+    # a noisy predictor: half the largest (88.5) is below the smallest (93.9), which no search can meet
+    cs, rule = latency_constraints((0.5, 0.7), 177.0, 93.9)
+    assert cs == [135.4, 152.1] and "from the smallest subnet's predicted 93.9 ms" in rule
+    assert all(c > 93.9 for c in cs) and cs == sorted(set(cs))
 
 
 def test_interleaved_rounds_alternate_models_and_spreads_decide_wins():
@@ -103,3 +113,52 @@ def test_ledger_survives_a_restart(tmp_path):
     led.add_time("search", 2.5)
     led.add_time("search", 1.5)
     assert Ledger(tmp_path / "ledger.json").seconds("search") == 4.0
+
+
+def test_only_the_quick_summary_warns_and_it_points_at_the_real_demo(tmp_path):
+    rows = [_row("searched @ 40 ms", "searched", 41.0, 39.0, 44.0, 0.04, constraint_ms=40.0)]
+    meta = {"budget": {"super_s": 45.0, "search_s": 6.0, "finetune_s": 24.0, "n_constraints": 2, "per_model_s": 37.5},
+            "constraints": [40.0, 60.0], "rounds": 2, "test_sentences": 100, "beam": 1, "timings": {}, "wall_s": 120.0}
+    (tmp_path / "q").mkdir()
+    (tmp_path / "f").mkdir()
+    quick = write_summary(tmp_path / "q", rows, {**meta, "quick": True, "corpus": demo.CORPORA["sample"]}).read_text()
+    assert "not model quality" in QUICK_WARNING and "`make demo`" in QUICK_WARNING
+    assert [ln for ln in quick.splitlines() if "not model quality" in ln] == [QUICK_WARNING]
+    assert quick.startswith("# hat demo: tiny SuperTransformer on the bundled sample")
+    full = write_summary(tmp_path / "f", rows, {**meta, "quick": False}).read_text()
+    assert QUICK_WARNING not in full and "Debian de-en" in full.splitlines()[0]
+
+
+def test_quick_defaults_to_the_bundled_sample_and_the_full_demo_to_debian(monkeypatch):
+    from hat.cli import build_parser
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, data, **kw: calls.append((out, data, kw["quick"])))
+    for argv in (["demo", "--quick"], ["demo"]):
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    assert calls == [("runs/demo-quick", "data/sample.de-en", True), ("runs/demo", "data/debian.de-en", False)]
+
+
+def test_quick_demo_runs_from_the_bundled_sample_without_downloads(tmp_path, monkeypatch, capsys):
+    """`hat demo --quick` end to end (on budgets smaller still): the corpus comes from the package,
+    Debian is never asked, each training stage keeps one checkpoint, and the summary warns."""
+    import hat.data.sources as sources
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the quick demo must not download anything")
+
+    monkeypatch.setattr(sources, "gather", no_download)
+    tiny = Budget(super_minutes=0.05, finetune_minutes=0.01, max_tokens=512, super_warmup=2, latency_samples=20,
+                  latency_runs=1, search_population=4, search_parents=2, search_children=1, search_iterations=1,
+                  valid_sentences=16, constraints=(0.5, 0.7), test_sentences=8, beam=1, rounds=1, max_updates=30)
+    monkeypatch.setattr(demo, "QUICK", tiny)
+    summary = demo.run_demo(tmp_path / "run", tmp_path / "data", quick=True)
+    text = summary.read_text()
+    assert QUICK_WARNING in text and "bundled sample" in text.splitlines()[0]
+    rows = json.loads((tmp_path / "run" / "summary.json").read_text())["rows"]
+    assert [r["kind"] for r in rows] == ["searched", "searched", "uniform"]
+    assert all(f"| {r['kind']} | {r['name']} |" in text for r in rows)
+    assert json.loads((tmp_path / "data" / "meta.json").read_text())["corpus"] == "sample"
+    kept = sorted(p.relative_to(tmp_path / "run").as_posix() for p in (tmp_path / "run").rglob("checkpoint*.pt"))
+    assert len(kept) == 4 and all(k.endswith("/checkpoint_last.pt") for k in kept)  # one per training stage

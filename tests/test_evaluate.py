@@ -103,3 +103,36 @@ def test_evaluate_bad_inputs_one_line(setup, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert rc == 2, argv
         assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_evaluate_does_not_clobber_hypotheses_next_to_the_model(setup, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "export" / "model.pt"
+    model.parent.mkdir()
+    shutil.copy(setup["model"], model)
+    earlier = model.parent / "test.hyp.en"
+    earlier.write_text("hypotheses another result refers to\n", encoding="utf-8")
+    argv = ["evaluate", "--model", str(model), "--data", str(setup["data"]), "--beam", "1", "--limit", "3"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "test.hyp.en: exists" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert earlier.read_text(encoding="utf-8") == "hypotheses another result refers to\n"
+    assert main(argv + ["--out", str(tmp_path / "mine.txt")]) == 0
+    assert earlier.read_text(encoding="utf-8") == "hypotheses another result refers to\n"
+    assert main(argv + ["--force"]) == 0
+    assert len(earlier.read_text(encoding="utf-8").splitlines()) == 3
+
+
+def test_own_test_set_in_a_models_vocabulary(setup, tmp_path, capsys):
+    """`hat prepare text --spm-model model.pt` then `hat evaluate` that model on it."""
+    raw = setup["data"] / "raw"
+    for lang in ("de", "en"):
+        lines = (raw / f"test.{lang}").read_text(encoding="utf-8").splitlines()[:5]
+        (tmp_path / f"mine.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = tmp_path / "mine-data"
+    assert main(["prepare", "text", "--src", "de", "--tgt", "en", "--testpref", str(tmp_path / "mine"),
+                 "--spm-model", str(setup["model"]), "--out", str(data)]) == 0
+    assert main(["evaluate", "--model", str(setup["model"]), "--data", str(data), "--beam", "1",
+                 "--out", str(tmp_path / "h.txt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 5

@@ -308,3 +308,75 @@ def test_ddp_two_processes_match_one_process(work, tmp_path):
     for k, v in a["model"].items():
         assert torch.allclose(v, b["model"][k], atol=1e-5), k
     assert a["valid"][-1]["largest"]["loss"] == pytest.approx(b["valid"][-1]["largest"]["loss"], rel=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ averaging
+def _fake_checkpoints(tmp_path, n: int = 3):
+    """`n` checkpoints of one small SuperTransformer with different weights, in `hat train`'s format."""
+    from hat.files import save_torch
+    from hat.model import ModelArgs, SuperTransformer
+    from hat.model.checkpoint import FORMAT, FORMAT_VERSION
+    from hat.space import load_space
+
+    space = load_space("tiny")
+    args = ModelArgs(40, 40)
+    paths = []
+    for i in range(n):
+        torch.manual_seed(i)
+        model = SuperTransformer(space, args)
+        state = {"format": FORMAT, "version": FORMAT_VERSION, "model": model.state_dict(), "space": space.to_dict(),
+                 "model_args": args.to_dict(), "update": 100 * (i + 1), "config": {"data": "d"},
+                 "optimizer": {"state": {}}}
+        paths.append(tmp_path / "run" / f"checkpoint_{100 * (i + 1)}.pt")
+        save_torch(state, paths[-1])
+    return paths
+
+
+def test_average_checkpoints_is_the_mean(tmp_path, capsys):
+    from hat.model import load_super_checkpoint
+    from hat.model.checkpoint import load_checkpoint
+
+    paths = _fake_checkpoints(tmp_path, 3)
+    assert main(["average-checkpoints", "--inputs", str(tmp_path / "run"), "--last", "2",
+                 "--out", str(tmp_path / "avg.pt")]) == 0
+    avg = load_checkpoint(tmp_path / "avg.pt")
+    two = [load_checkpoint(p)["model"] for p in paths[1:]]
+    for k, v in avg["model"].items():
+        torch.testing.assert_close(v, (two[0][k] + two[1][k]) / 2, rtol=0, atol=1e-7)
+    assert avg["averaged_from"] == [str(p) for p in paths[1:]] and avg["update"] == 300
+    assert "optimizer" not in avg
+    load_super_checkpoint(tmp_path / "avg.pt")  # exports, evaluates and searches like any checkpoint
+    assert main(["average-checkpoints", "--inputs", *map(str, paths), "--out", str(tmp_path / "all.pt")]) == 0
+    three = [load_checkpoint(p)["model"] for p in paths]
+    k = next(iter(three[0]))
+    torch.testing.assert_close(load_checkpoint(tmp_path / "all.pt")["model"][k],
+                               (three[0][k] + three[1][k] + three[2][k]) / 3, rtol=0, atol=1e-7)
+
+
+def test_average_checkpoints_refuses_mismatched_ones(tmp_path, capsys):
+    from hat.files import save_torch
+    from hat.model.checkpoint import load_checkpoint
+
+    paths = _fake_checkpoints(tmp_path, 2)
+    other = load_checkpoint(paths[1])
+    other["model_args"] = dict(other["model_args"], src_vocab_size=41)
+    save_torch(other, tmp_path / "other.pt")
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"not a checkpoint")
+    for inputs, needle in (([paths[0], tmp_path / "other.pt"], "model_args differs"),
+                           ([paths[0], bad], "garbage.pt"),
+                           ([tmp_path / "nope"], "no such"),
+                           ([paths[0], paths[0]], "twice")):
+        assert main(["average-checkpoints", "--inputs", *map(str, inputs), "--out", str(tmp_path / "x.pt")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_retraining_recipe_warms_up_then_decays():
+    from hat.train.config import load_train_config
+
+    cfg = load_train_config("wmt14.en-de.retrain", ["sampling.subnet=s.yml"])
+    assert cfg.sampling.policy == "fixed" and cfg.warmup_updates == 4000 < cfg.max_updates
+    assert cfg.lr_scheduler == "cosine" and cfg.keep_interval_checkpoints >= 10
+    assert load_train_config("wmt14.en-de").space == cfg.space

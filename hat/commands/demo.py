@@ -1,5 +1,7 @@
 """`hat demo [--quick] [--with-baselines]`: the whole HAT pipeline on the Debian de-en corpus, on
-this CPU, compared with what a user would otherwise train.
+this CPU, compared with what a user would otherwise train. `--quick` runs it on the sample corpus
+bundled with hat (no download, no apt) with tiny budgets: a first look at the pipeline in about
+2 minutes, not at model quality.
 
 prepare -> train the tiny SuperTransformer (uniform sampling, a wall-clock budget) -> measure
 latency of sampled subnets -> fit the predictor -> search under N latency constraints -> fine-tune
@@ -56,29 +58,42 @@ class Budget:
 
 # Sized for a 2-core CPU: the pipeline in about 45 minutes, the baselines about 35 more.
 FULL = Budget(20, 3, 2048, 300, 150, 10, 28, 8, 10, 6, 300, (0.45, 0.55, 0.67), 1000, 4, 5, 100_000)
-QUICK = Budget(0.75, 0.2, 1024, 5, 24, 3, 12, 4, 4, 2, 64, (0.5, 0.7), 100, 1, 2, 100_000)
+# A first look on the bundled sample in about 2 minutes on 2 cores: the wall-clock budgets bound
+# the training stages, so a slower or busier machine trains less rather than running long.
+QUICK = Budget(0.5, 0.15, 1024, 5, 24, 3, 8, 2, 3, 2, 32, (0.5, 0.7), 50, 1, 2, 100_000)
+QUICK_VALID = 64  # validation sentences of the quick demo's training stages
 SCRATCH_WARMUP = 200  # the tiny-cpu recipe's warm-up, for every model trained from scratch
 FINETUNE = ["lr=5.0e-4", "warmup_updates=20", "sampling.distill=true", "sampling.distill_alpha=0.5"]
+CORPORA = {"sample": "the bundled sample (LibreOffice help de-en)", "debian": "Debian de-en"}  # by meta.json's corpus
+
+EXAMPLES = """examples:
+  hat demo --quick                    # bundled sample, tiny budgets: the pipeline in about 2 minutes
+  hat demo                            # Debian corpus (needs apt), the real demo
+  hat demo --with-baselines           # also models trained alone from scratch at the same cost
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run (or resume) the end-to-end pipeline on the Debian de-en corpus",
+    p = sub.add_parser("demo", help="run (or resume) the end-to-end pipeline (Debian de-en; --quick: bundled sample)",
                        description="prepare -> train -> measure -> fit predictor -> search (N constraints) -> "
                        "fine-tune -> BLEU + measured latency; --with-baselines adds models trained alone from "
                        "scratch with the same budget per model. Each stage is skipped when its output exists, "
-                       "so a rerun resumes.")
-    p.add_argument("--quick", action="store_true", help="tiny budgets: a first look in a few minutes")
+                       "so a rerun resumes.", epilog=EXAMPLES)
+    p.add_argument("--quick", action="store_true", help="tiny budgets on the bundled sample corpus: the pipeline "
+                   "in about 2 minutes with no download (shows it runs, not model quality)")
     p.add_argument("--with-baselines", action="store_true",
                    help="also train dedicated / hand / searched-scratch baselines alone with budget B each")
     p.add_argument("--out", default=None, help="output directory (default runs/demo or runs/demo-quick)")
-    p.add_argument("--data", default="data/debian.de-en", help="corpus directory (built when missing)")
+    p.add_argument("--data", default=None, help="corpus directory, built when missing (default data/debian.de-en; "
+                   "with --quick data/sample.de-en, from the sample bundled with hat: no download)")
     p.add_argument("--device", default="cpu-2core", help="device for latency measurement (hat/configs/device)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     out = args.out or ("runs/demo-quick" if args.quick else "runs/demo")
-    run_demo(out, args.data, quick=args.quick, device=args.device, baselines=args.with_baselines)
+    data = args.data or ("data/sample.de-en" if args.quick else "data/debian.de-en")
+    run_demo(out, data, quick=args.quick, device=args.device, baselines=args.with_baselines)
     return 0
 
 
@@ -116,6 +131,17 @@ def hand_design(space: DesignSpace, predictor: Any, constraint: float) -> SubCon
     return max(ok, key=lambda x: x[0])[1] if ok else min(zip(preds, cands), key=lambda x: x[0])[1]
 
 
+def latency_constraints(fractions: tuple[float, ...], top: float, low: float) -> tuple[list[float], str]:
+    """Constraints (ms) as fractions of the largest subnet's predicted latency `top`, and the rule
+    in words. A noisy predictor can put one below the fastest subnet's `low`, where no search
+    succeeds; then each is that fraction of the way from `low` to `top` (still distinct, ordered)."""
+    fs = "fractions " + ", ".join(f"{f:g}" for f in fractions)
+    if all(f * top > 1.02 * low for f in fractions):
+        return [round(f * top, 1) for f in fractions], f"{fs} of the largest subnet's predicted {top:.1f} ms"
+    return [round(low + f * (top - low), 1) for f in fractions], (
+        f"{fs} of the way from the smallest subnet's predicted {low:.1f} ms to the largest's {top:.1f} ms")
+
+
 @dataclass
 class Entry:
     """One model of the final table."""
@@ -140,7 +166,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out / "ledger.json")
     t_demo = time.time()
-    small_valid = ["max_valid_sentences=200"] if quick else []
+    small_valid = [f"max_valid_sentences={QUICK_VALID}"] if quick else []
     common = ["--config", "tiny-cpu", f"data={data}", f"max_tokens={b.max_tokens}", f"max_updates={b.max_updates}",
               "keep_interval_checkpoints=0", "progress=false" if quick else "progress=true"] + small_valid
 
@@ -151,9 +177,13 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
         finally:
             ledger.add_time(key, time.time() - t)
 
-    # 1. corpus
-    if stage_needed("prepare the Debian de-en corpus", data / "meta.json"):
+    # 1. corpus: the quick demo's comes from the package, the full demo's from Debian
+    if quick and stage_needed("prepare the bundled sample corpus", data / "meta.json"):
+        timed("prepare", _hat, ["prepare", "sample", "--out", str(data)])
+    if not quick and stage_needed("prepare the Debian de-en corpus", data / "meta.json"):
         timed("prepare", _hat, ["prepare", "debian", "--pair", "de-en", "--out", str(data)])
+    # the demo reads checkpoint_last.pt; the quick one deletes checkpoint_best.pt, a copy it never reads
+    finished = (lambda d: (d / "checkpoint_best.pt").unlink(missing_ok=True)) if quick else (lambda d: None)
 
     # 2. SuperTransformer: HAT's uniform sampling under a wall-clock budget
     super_dir = out / "supertransformer"
@@ -162,6 +192,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
                               f"budget_minutes={b.super_minutes}", f"warmup_updates={b.super_warmup}",
                               "validate_interval=400", "save_interval=400"])
         (super_dir / "DONE").touch()
+        finished(super_dir)
     ledger.record_run("super", super_dir)
     ckpt = super_dir / "checkpoint_last.pt"
 
@@ -179,7 +210,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     space = load_space("tiny")
     predictor = load_predictor(lat_pt, space)
     top = float(predictor.predict_one(space.largest()))
-    constraints = [round(f * top, 1) for f in b.constraints]
+    constraints, rule = latency_constraints(b.constraints, top, float(predictor.predict_one(space.smallest())))
 
     # 5. one search per constraint
     entries: list[Entry] = []
@@ -214,6 +245,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
                               f"budget_minutes={b.finetune_minutes}", "validate_interval=100000",
                               "save_interval=100000"])
             (e.save_dir / "DONE").touch()
+            finished(e.save_dir)
         ledger.record_run(e.slug, e.save_dir)
 
     # the budget per delivered model, from the stages' own clocks
@@ -238,6 +270,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
                                           f"budget_minutes={budget['per_model_s'] / 60:.4f}",
                                           "validate_interval=100000", "save_interval=100000"])
                 (e.save_dir / "DONE").touch()
+                finished(e.save_dir)
             ledger.record_run(e.slug, e.save_dir)
             entries.append(e)
 
@@ -245,13 +278,13 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     rows = timed("evaluate", _evaluate, out, data, entries, b, space, device, ledger, budget)
     stages = [{"name": "SuperTransformer (uniform sampling)", **ledger.record_run("super", super_dir)}]
     stages += [{"name": f"{e.kind}: {e.name}", **ledger.record_run(e.slug, e.save_dir)} for e in entries]
-    from hat.latency.measure import Protocol, cpu_description  # noqa: PLC0415
+    from hat.latency.measure import cpu_description  # noqa: PLC0415
 
-    proto = Protocol.from_device(resolve_device(device), space)
+    proto = _protocol(device, space, b)
+    corpus = json.loads((data / "meta.json").read_text(encoding="utf-8")).get("corpus")
     meta = {
-        "quick": quick, "machine": cpu_description(), "budget": budget, "stages": stages,
-        "constraints": constraints, "constraint_rule": "fractions " + ", ".join(f"{f:g}" for f in b.constraints)
-        + f" of the largest subnet's predicted {top:.1f} ms",
+        "quick": quick, "corpus": CORPORA.get(corpus, str(data)), "machine": cpu_description(), "budget": budget,
+        "stages": stages, "constraints": constraints, "constraint_rule": rule,
         "protocol": f"batch {proto.batch}, beam {proto.beam}, {proto.src_len}+{proto.tgt_len} tokens, "
                     f"{proto.warmup} warm-ups + {proto.runs} runs",
         "rounds": b.rounds, "test_sentences": b.test_sentences, "beam": b.beam,
@@ -260,12 +293,20 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     return write_summary(out, rows, meta)
 
 
+def _protocol(device: str, space: DesignSpace, b: Budget) -> Any:
+    """The device's latency protocol; the quick demo times the final table with its own few runs."""
+    from hat.latency.measure import Protocol  # noqa: PLC0415
+
+    few = {"runs": b.latency_runs, "warmup": 2} if b == QUICK else {}
+    return Protocol.from_device(resolve_device(device), space, **few)
+
+
 def _evaluate(out: Path, data: Path, entries: list[Entry], b: Budget, space: DesignSpace, device: str,
               ledger: Ledger, budget: dict) -> list[dict]:
     import hat  # noqa: PLC0415
     from hat.evaluate import evaluate, paired_bleu_pvalue  # noqa: PLC0415
     from hat.latency.compare import measure_interleaved  # noqa: PLC0415
-    from hat.latency.measure import Measurer, Protocol  # noqa: PLC0415
+    from hat.latency.measure import Measurer  # noqa: PLC0415
 
     rows, hyps = [], {}
     for e in entries:
@@ -295,7 +336,7 @@ def _evaluate(out: Path, data: Path, entries: list[Entry], b: Budget, space: Des
     lat_path = out / "latency_final.json"
     lat_problem = json_problem("latency result", spreads_problem([r["name"] for r in rows]))
     if stage_needed(f"measure every model's latency in {b.rounds} interleaved rounds", lat_path, lat_problem):
-        measurer = Measurer(space, Protocol.from_device(resolve_device(device), space))
+        measurer = Measurer(space, _protocol(device, space, b))
         spreads = measure_interleaved(measurer.measure, {r["name"]: load_subconfig(e.cfg_path)
                                                          for r, e in zip(rows, entries)},
                                       rounds=b.rounds, log=lambda s: print(f"[demo] latency {s}", flush=True))

@@ -16,6 +16,8 @@ from typing import Any
 from hat.files import atomic_write_text, save_figure
 from hat.latency.compare import Spread
 
+QUICK_WARNING = ("**Quick budget: this run shows the pipeline, not model quality** (BLEU near 0 is expected); "
+                 "`make demo` trains for real.")
 KIND_ORDER = ("searched", "searched-scratch", "largest", "uniform", "dedicated", "hand")
 MARKERS = {"searched": "*", "searched-scratch": "P", "largest": "s", "uniform": "D", "dedicated": "o", "hand": "v"}
 
@@ -48,12 +50,11 @@ def compare(row: dict, base: dict) -> str:
 def summary_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
     b = meta["budget"]
     lines = [
-        "# hat demo: tiny SuperTransformer on Debian de-en, this CPU",
+        f"# hat demo: tiny SuperTransformer on {meta.get('corpus', 'Debian de-en')}, this CPU",
         "",
     ]
     if meta.get("quick"):
-        lines += ["**Quick budget: this run shows the pipeline, not model quality** (BLEU near 0 is expected); "
-                  "`make demo` trains for real.", ""]
+        lines += [QUICK_WARNING, ""]
     lines += [
         f"Machine: {meta.get('machine', '?')}. Latency: {meta.get('protocol', '')}, measured in "
         f"{meta['rounds']} interleaved rounds (median [min-max]). BLEU/chrF: sacrebleu on the first "

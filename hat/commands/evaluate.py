@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import sys
 from pathlib import Path
@@ -10,12 +11,18 @@ from hat.commands.settings import compute_device
 from hat.errors import HatError
 from hat.files import atomic_write_text
 
+EXAMPLES = """examples:
+  hat evaluate --model export/subnet/model.pt --data data/debian.de-en
+  hat evaluate --checkpoint SUPER.pt --config subnet.yml --data data/debian.de-en --beam 1 --limit 200
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="BLEU/chrF of a SubTransformer on a prepared test set",
         description="Decode SUBSET of a `hat prepare` directory with beam search (batched, sorted by length) "
                     "and score the detokenized output with sacrebleu (BLEU, chrF, BLEU per origin tag).",
+        epilog=EXAMPLES,
     )
     m = p.add_mutually_exclusive_group(required=True)
     m.add_argument("--model", help="standalone model from `hat export --format standalone`")
@@ -31,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-sentences", "--batch-size", type=int, default=None, help="sentences per batch")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N sentences")
     p.add_argument("--out", help="write hypotheses here, one per line in corpus order "
-                                 "(default: SUBSET.hyp.TGT next to the model)")
+                                 "(default: SUBSET.hyp.TGT next to the model, never overwritten without --force)")
+    p.add_argument("--force", action="store_true", help="overwrite the default hypotheses file next to the model")
     p.add_argument("--hyps", help="score this hypotheses file instead of decoding")
     p.add_argument("--tokenized-bleu", action="store_true",
                    help="also report HAT-style tokenized BLEU: detokenized text tokenized with --tok, "
@@ -62,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
     device = compute_device(args.compute)
     if args.threads:
         torch.set_num_threads(args.threads)
+    model_file = Path(args.model or args.checkpoint)
+    if not args.out and not args.hyps and not args.force:  # refuse before decoding, not after
+        for old in model_file.parent.glob(f"{glob.escape(args.subset)}.hyp.*"):
+            raise HatError(f"{old}: exists (hypotheses of an earlier evaluation, which other results may refer to); "
+                           "pass --out FILE, or --force to overwrite it")
     if args.model:
         tr = load(args.model, device)
         model_path = Path(args.model)

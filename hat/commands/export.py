@@ -4,8 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from hat.errors import HatError
+from hat.errors import HatError, install_hint
 from hat.export import FORMATS
+
+EXAMPLES = """examples:
+  hat export --checkpoint SUPER.pt --config subnet.yml --out export/subnet
+  hat export --checkpoint SUPER.pt --config subnet.yml --format onnx --out export/onnx
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Cut --config out of a SuperTransformer --checkpoint (or take a standalone model) and write it "
                     "as a standalone file (DIR/model.pt), a fairseq checkpoint with its --user-dir plugin, or ONNX "
                     "encoder + decoder-step graphs.",
+        epilog=EXAMPLES,
     )
     p.add_argument("--checkpoint", required=True, help="SuperTransformer checkpoint (hat train) or a standalone model.pt")
     p.add_argument("--config", help="SubConfig YAML (ours or HAT's keys); required with a SuperTransformer checkpoint")
@@ -38,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         res = export(tr, args.format, args.out, **kw)
     except ImportError as e:  # the optional extras are named after their format
         raise HatError(f"{args.out}: --format {args.format} needs {e.name or 'an optional package'} "
-                       f"(pip install 'hat[{args.format}]')") from None
+                       f"({install_hint(args.format)})") from None
     res["architecture"] = tr.config.to_dict()
     if args.json:
         print(json.dumps(res))

@@ -22,9 +22,15 @@ from hat.latency.estimate import context_for
 from hat.latency.predictors import MODELS, Predictor, fit, metrics, split_indices
 from hat.space import DesignSpace, load_space
 
+EXAMPLES = """examples:
+  hat fit-predictor --data lat.csv --out lat.pt
+  hat fit-predictor --data HAT_latency.csv --model hat-mlp --space wmt-latency --out hat.pt
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit-predictor", help="fit a latency predictor on a latency CSV (ours or HAT's)")
+    p = sub.add_parser("fit-predictor", help="fit a latency predictor on a latency CSV (ours or HAT's)",
+                       epilog=EXAMPLES)
     p.add_argument("--data", required=True, help="training latency CSV (ours or HAT's 14-column format)")
     p.add_argument("--test", help="held-out latency CSV (default: HAT's 80/10/10 split of --data)")
     p.add_argument("--out", required=True, help="predictor file to write (.pt)")

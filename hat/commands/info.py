@@ -6,9 +6,15 @@ import json
 
 from hat.space import describe, load_space, load_subconfig, macs, num_params
 
+EXAMPLES = """examples:
+  hat info hat/configs/subnets/hat_raspberrypi_3.5s.yml --space wmt14.en-de
+  hat info search/subnet.yml --space tiny --json
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="validate a SubConfig YAML (ours or HAT's) and print params/MACs")
+    p = sub.add_parser("info", help="validate a SubConfig YAML (ours or HAT's) and print params/MACs",
+                       epilog=EXAMPLES)
     p.add_argument("config", help="SubConfig YAML (our keys or HAT's *-subtransformer keys)")
     p.add_argument("--space", required=True, help="shipped space name (e.g. wmt14.en-de) or a space YAML file")
     p.add_argument("--src-len", type=int, default=30, help="source length for MACs (HAT: 30; IWSLT 23)")

@@ -35,13 +35,20 @@ PROTOCOL_HELP = {
                                          "stolen by other processes on a shared machine (needs --threads 1)",
 }
 
+EXAMPLES = """examples:
+  hat measure --device cpu-2core --space tiny-latency --samples 1000 --out lat.csv
+  hat measure --config cpu-2core.tiny-latency --out lat.csv   # the shipped dataset's settings
+"""
+
 
 MAX_SAMPLES = 1_000_000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("measure", help="measure SubTransformer latency on this device into a CSV (HAT's protocol)",
-                       description="Protocol values: HAT's defaults < the device YAML's `protocol:` < --config < flags.")
+                       description="Protocol values: HAT's defaults < the device YAML's `protocol:` < --config "
+                                   "< flags.",
+                       epilog=EXAMPLES)
     p.add_argument("--config", help="latency settings: a shipped name (hat/configs/latency, e.g. cpu-2core.tiny-latency) "
                                     "or a YAML file with these options as keys")
     p.add_argument("--device", help="device name (hat/configs/device) or device YAML; sets protocol defaults")

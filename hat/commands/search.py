@@ -33,10 +33,31 @@ SEARCH_OPTIONS = {
 }
 
 
+# HAT's evolution: a first population of random feasible candidates is scored; each iteration
+# keeps the best `parents`, breeds `mutations` + `crossovers` new ones, and the next generation is
+# parents + children, so population = parents + mutations + crossovers (HAT: 125 = 25 + 50 + 50).
+EVOLUTION_HELP = {
+    "population": "candidates per generation; must equal parents + mutations + crossovers (HAT: 125)",
+    "parents": "best candidates kept from each generation as parents of the next (HAT: 25)",
+    "mutations": "children per generation made by mutating a parent (HAT: 50)",
+    "crossovers": "children per generation made by crossing two parents (HAT: 50)",
+    "iterations": "generations after the first (HAT: 30); scored candidates = population + iterations x "
+                  "(mutations + crossovers)",
+    "mutate_prob": "probability that a mutation resamples each architecture choice (HAT: 0.3)",
+    "seed": "search RNG seed",
+}
+EXAMPLES = """examples:
+  hat search --checkpoint checkpoints/tiny-debian/checkpoint_best.pt --device cpu-2core \\
+      --latency-constraint 60 --data data/debian.de-en --out search/subnet.yml
+  hat search --config tiny@cpu-2core --checkpoint SUPER.pt --data data/debian.de-en --out subnet.yml
+  hat search --scorer params --space tiny --device cpu-2core --latency-constraint 60 --out subnet.yml
+"""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="latency-constrained architecture search (HAT's evolution)",
                        description="Search a SubTransformer that meets a latency constraint on a device. "
-                                   "Values: defaults < --config settings file < flags.")
+                                   "Values: defaults < --config settings file < flags.", epilog=EXAMPLES)
     g = p.add_argument_group("inputs")
     g.add_argument("--config", help="search settings: a shipped name (hat/configs/search, e.g. tiny@cpu-2core) or a "
                                     "YAML file whose keys are the options below (with _ for -)")
@@ -52,8 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_option(a, SEARCH_OPTIONS, "algorithm", choices=ALGORITHMS.names())
     add_option(a, SEARCH_OPTIONS, "scorer", "loss: inherited-weight validation loss; params: -decoder non-embedding "
                "params (no training)", choices=SCORERS.names())
-    for name in ("population", "parents", "mutations", "crossovers", "iterations", "mutate_prob", "seed"):
-        add_option(a, SEARCH_OPTIONS, name)
+    for name, text in EVOLUTION_HELP.items():
+        add_option(a, SEARCH_OPTIONS, name, text)
     add_option(a, SEARCH_OPTIONS, "max_tries", "resampling guard per candidate")
     s = p.add_argument_group("loss scorer")
     add_option(s, SEARCH_OPTIONS, "valid_subset")

@@ -6,13 +6,23 @@ from __future__ import annotations
 
 import argparse
 
+EXAMPLES = """examples:
+  hat train --config tiny-cpu data=data/debian.de-en
+  hat train --config tiny-cpu budget_minutes=20 sampling.policy=sandwich save_dir=checkpoints/sw
+  # retrain a searched SubTransformer from inherited weights
+  hat train --config tiny-cpu sampling.policy=fixed sampling.subnet=subnet.yml \\
+      init_from=checkpoints/tiny-debian/checkpoint_best.pt save_dir=checkpoints/subnet
+  torchrun --nproc_per_node 8 train.py --config wmt14.en-de   # data-parallel
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a SuperTransformer (uniform/sandwich sampling) or a fixed SubTransformer",
         description="Train with a shipped recipe (tiny-cpu, wmt14.en-de, iwslt14.de-en) or a YAML file; "
-                    "override any key with key=value (omegaconf dotlist, e.g. max_updates=200 "
+                    "override any key with key=value (omegaconf dotlist, e.g. max_updates=1000 "
                     "sampling.policy=sandwich). Resumes automatically from SAVE_DIR/checkpoint_last.pt.",
+        epilog=EXAMPLES,
     )
     p.add_argument("--config", default="tiny-cpu", help="shipped recipe name or a YAML file (default: tiny-cpu)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

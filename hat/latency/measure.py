@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from hat.errors import ConfigError, first_line
+from hat.errors import ConfigError, first_line, install_hint
 from hat.registry import Registry
 from hat.space import DesignSpace, SubConfig
 
@@ -265,7 +265,7 @@ def _onnx_closures(model: torch.nn.Module, protocol: Protocol) -> tuple[Callable
     try:
         import onnxruntime  # noqa: F401, PLC0415
     except ImportError:
-        raise ConfigError("backend onnxruntime: onnxruntime is not installed (pip install hat[onnx])") from None
+        raise ConfigError(f"backend onnxruntime: onnxruntime is not installed ({install_hint('onnx')})") from None
     import tempfile  # noqa: PLC0415
 
     from hat.export.onnx_export import OrtStepper, export_graphs  # noqa: PLC0415

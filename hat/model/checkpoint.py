@@ -60,3 +60,43 @@ def load_super_checkpoint(
     except (RuntimeError, TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: model state does not match its space/args ({first_line(e, 160)})") from None
     return model.to(map_location).eval(), ckpt
+
+
+def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
+    """A checkpoint whose model tensors are the mean of `paths`' (HAT reports BLEU of the average
+    of the last 10 checkpoints). The rest comes from the last one, minus the optimiser, scheduler
+    and RNG states (an average is a model to evaluate or export, not a run to resume).
+    Checkpoints of another space, model or set of tensors are refused with one CheckpointError."""
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    total: dict[str, torch.Tensor] = {}
+    first: dict[str, Any] = {}
+    for path in paths:
+        ckpt = load_checkpoint(path)
+        model = ckpt["model"]
+        if not first:
+            first = {"path": path, "space": ckpt["space"], "model_args": ckpt["model_args"], "model": model}
+            total = {k: v.to(torch.float64, copy=True) if v.is_floating_point() else v for k, v in model.items()}
+            last = ckpt
+            continue
+        for key in ("space", "model_args"):
+            if ckpt[key] != first[key]:
+                raise CheckpointError(f"{path}: {key} differs from {first['path']}'s: cannot average them")
+        if model.keys() != total.keys():
+            extra = sorted(set(model) ^ set(total))[0]
+            raise CheckpointError(f"{path}: tensor {extra} is in only one of it and {first['path']}: cannot average")
+        for k, v in model.items():
+            if v.shape != total[k].shape:
+                raise CheckpointError(f"{path}: {k} has shape {list(v.shape)}, {first['path']} "
+                                      f"{list(total[k].shape)}: cannot average")
+            if v.is_floating_point():
+                total[k] += v.to(torch.float64)
+            elif not torch.equal(v, total[k]):
+                raise CheckpointError(f"{path}: integer tensor {k} differs from {first['path']}'s: cannot average")
+        last = ckpt
+    averaged = {k: (v / len(paths)).to(first["model"][k].dtype) if v.is_floating_point() else v
+                for k, v in total.items()}
+    drop = ("optimizer", "scheduler", "scaler", "rng", "data", "best_valid_loss")
+    out = {k: v for k, v in last.items() if k not in drop}
+    out.update(model=averaged, averaged_from=[str(p) for p in paths])
+    return out

@@ -25,7 +25,8 @@ class Apt:
     def __init__(self, cache: Path) -> None:
         if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
             raise DataError("apt-get/dpkg-deb not found: this builder needs a Debian system; "
-                            "build from your own parallel files with `hat prepare text`")
+                            "build from your own parallel files with `hat prepare text`, or take the bundled "
+                            "sample with `hat prepare sample` (`hat demo --quick` runs on it)")
         self.root = (cache / "apt").resolve()
         self.debs = (cache / "debs").resolve()
         self.conf = self.root / "apt.conf"
