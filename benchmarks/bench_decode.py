@@ -14,6 +14,10 @@ peak RSS (MB, the worker process: Python + libraries + model + decoding), BLEU (
 hypotheses), the share of batch-1 hypotheses identical to hat's, and the model's size on disk.
 Tokens are hypothesis tokens including EOS (fairseq's count); times cover decoding only (model
 loading excluded; hat and CTranslate2 decode 2 sentences untimed first, fairseq-generate does not).
+Each time is taken twice: wall-clock, and the worker process's CPU time (all its threads), which
+on a shared machine leaves out the time other processes take from the core. Engines run in
+--repeats interleaved rounds (each once per round, the order rotated); the report gives the
+median and the spread (min-max) over the rounds.
 Every engine gets the same sentences, beam, length penalty, length limit (max_len_a/b) and
 --threads (also OMP_NUM_THREADS / MKL_NUM_THREADS in its environment).
 
@@ -27,10 +31,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -63,20 +69,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _timed_json(out: str, seconds: float, hyps: list[str], tokens: int) -> None:
-    Path(out).write_text(json.dumps({"seconds": seconds, "tokens": tokens, "hyps": hyps, "rss_mb": peak_rss_mb()}),
-                         encoding="utf-8")
+def _timed_json(out: str, seconds: float, cpu_seconds: float, hyps: list[str], tokens: int) -> None:
+    Path(out).write_text(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "tokens": tokens, "hyps": hyps,
+                                     "rss_mb": peak_rss_mb()}), encoding="utf-8")
 
 
 def worker_fairseq(result: str, argv: list[str]) -> None:
-    """fairseq-generate itself, in this process so that its peak RSS can be read at the end."""
+    """fairseq-generate itself, in this process so that its peak RSS can be read at the end; its
+    generation timer (a StopwatchMeter) also sums the process CPU time between start and stop."""
+    from fairseq.logging.meters import StopwatchMeter
     from fairseq_cli.generate import cli_main
 
+    cpu = {"total": 0.0, "start": None}
+    start, stop = StopwatchMeter.start, StopwatchMeter.stop
+
+    def timed_start(self) -> None:
+        cpu["start"] = time.process_time()
+        start(self)
+
+    def timed_stop(self, *a, **k) -> None:
+        stop(self, *a, **k)
+        if cpu["start"] is not None:
+            cpu["total"] += time.process_time() - cpu["start"]
+            cpu["start"] = None
+
+    StopwatchMeter.start, StopwatchMeter.stop = timed_start, timed_stop
     sys.argv = ["fairseq-generate", *argv]
     try:
         cli_main()
     finally:
-        Path(result).write_text(json.dumps({"rss_mb": peak_rss_mb()}), encoding="utf-8")
+        Path(result).write_text(json.dumps({"rss_mb": peak_rss_mb(), "cpu_seconds": cpu["total"]}), encoding="utf-8")
 
 
 def worker_hat(a: argparse.Namespace) -> None:
@@ -91,10 +113,11 @@ def worker_hat(a: argparse.Namespace) -> None:
     kw = dict(beam=a.beam, lenpen=a.lenpen, max_len_a=a.max_len_a, max_len_b=a.max_len_b, max_tokens=10**9,
               max_sentences=a.batch, progress=False)
     tr.generate(src[:2], **kw)  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ids = tr.generate(src, **kw)
-    seconds = time.perf_counter() - t0
-    _timed_json(a.result, seconds, [tr.tgt_tokenizer.decode(h) for h in ids], sum(len(h) + 1 for h in ids))
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    _timed_json(a.result, seconds, cpu_seconds, [tr.tgt_tokenizer.decode(h) for h in ids],
+                sum(len(h) + 1 for h in ids))
 
 
 def worker_ct2(a: argparse.Namespace) -> None:
@@ -119,13 +142,13 @@ def worker_ct2(a: argparse.Namespace) -> None:
         return out
 
     run(order[:2])  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     hyps = run(order)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     text = [""] * len(lines)
     for i, h in zip(order, hyps):
         text[i] = sp.decode_pieces(h)
-    _timed_json(a.result, seconds, text, sum(len(h) + 1 for h in hyps))
+    _timed_json(a.result, seconds, cpu_seconds, text, sum(len(h) + 1 for h in hyps))
 
 
 # ------------------------------------------------------------------------------------------ parent
@@ -176,8 +199,10 @@ def run_fairseq(export: Path, bin_dir: Path, batch: int, a: argparse.Namespace, 
 
 
 def fairseq_bin(export: Path, tr, src: list[str], refs: list[str], work: Path, threads: int) -> Path:
-    """The test sentences as fairseq binarized data (SentencePiece pieces, the export's dictionaries)."""
-    bin_dir = work / "fairseq-bin"
+    """The test sentences as fairseq binarized data (SentencePiece pieces, the export's dictionaries),
+    reused by later runs on the same sentences."""
+    digest = hashlib.sha256("\n".join(src + ["\0"] + refs).encode("utf-8")).hexdigest()[:12]
+    bin_dir = work / f"fairseq-bin-{digest}"
     if (bin_dir / f"test.{tr.src_lang}-{tr.tgt_lang}.{tr.src_lang}.bin").is_file():
         return bin_dir
     for lang, lines, tok in ((tr.src_lang, src, tr.tokenizer), (tr.tgt_lang, refs, tr.tgt_tokenizer)):
@@ -238,6 +263,7 @@ def main() -> None:
     p.add_argument("--max-len-a", type=float, default=1.2)
     p.add_argument("--max-len-b", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (every engine once per round)")
     p.add_argument("--batch", type=int, default=32, help="the large batch size (batch 1 is always run)")
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}")
     p.add_argument("--work", default="bench_decode.work", help="exports, inputs and per-run results (reused)")
@@ -253,7 +279,7 @@ def main() -> None:
     if not a.data:
         p.error("--data is required")
     if a.quick:
-        a.n, a.batch = min(a.n, 40), min(a.batch, 8)
+        a.n, a.batch, a.repeats = min(a.n, 40), min(a.batch, 8), min(a.repeats, 1)
     run(a)
 
 
@@ -261,7 +287,6 @@ def run(a: argparse.Namespace) -> None:
     import platform
 
     import hat
-    from hat.evaluate import score
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -279,55 +304,89 @@ def run(a: argparse.Namespace) -> None:
     engines = [e for e in engines if e not in skipped]
     paths, refused = prepare_exports(a, engines, work)
     skipped.update(refused)
-    rows: dict[str, dict] = {}
-    base: list[str] | None = None
-    for engine in [e for e in engines if e in paths]:
-        row: dict = {"size_mb": round(_size_mb(paths[engine]), 2)}
+    runnable = [e for e in engines if e in paths]
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for rep in range(a.repeats):  # interleaved: every engine once per round, the order rotated each round
+        order = runnable[rep % len(runnable):] + runnable[: rep % len(runnable)] if runnable else []
         for batch in (1, a.batch):
-            print(f"[{engine}] batch {batch} ...", file=sys.stderr, flush=True)
-            try:
-                if engine == "fairseq":
-                    bin_dir = fairseq_bin(paths[engine], tr, src, refs, work, a.threads)
-                    r = run_fairseq(paths[engine], bin_dir, batch, a, tr.src_lang, tr.tgt_lang, len(src), work)
-                else:
-                    r = run_worker(engine, paths[engine], src_file, batch, a, work)
-            except RuntimeError as e:
-                skipped[engine] = str(e).splitlines()[0]
-                break
-            row[f"b{batch}"] = {"seconds": round(r["seconds"], 3), "tokens": r["tokens"],
-                                "ms_per_sentence": round(1000 * r["seconds"] / len(src), 2),
-                                "tokens_per_s": round(r["tokens"] / r["seconds"], 1), "rss_mb": round(r["rss_mb"], 1)}
-            if batch == 1:
-                row["bleu"] = score(r["hyps"], refs)["bleu"]
-                if engine == "hat":
-                    base = r["hyps"]
-                if base is not None:
-                    row["same_as_hat_b1"] = round(sum(x == y for x, y in zip(r["hyps"], base)) / len(src), 4)
-        else:
-            rows[engine] = row
+            for engine in order:
+                if engine in skipped:
+                    continue
+                print(f"[round {rep + 1}/{a.repeats}] {engine} batch {batch} ...", file=sys.stderr, flush=True)
+                try:
+                    if engine == "fairseq":
+                        bin_dir = fairseq_bin(paths[engine], tr, src, refs, work, a.threads)
+                        r = run_fairseq(paths[engine], bin_dir, batch, a, tr.src_lang, tr.tgt_lang, len(src), work)
+                    else:
+                        r = run_worker(engine, paths[engine], src_file, batch, a, work)
+                except RuntimeError as e:
+                    skipped[engine] = str(e).splitlines()[0]
+                    continue
+                runs.setdefault((engine, batch), []).append(r)
+    rows = summarize(runs, [e for e in runnable if e not in skipped], paths, refs, a.batch, len(src))
     result = {"model": str(a.model), "config": tr.config.to_dict(), "n": len(src), "beam": a.beam,
               "lenpen": a.lenpen, "max_len_a": a.max_len_a, "max_len_b": a.max_len_b, "threads": a.threads,
-              "batch": a.batch, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+              "batch": a.batch, "repeats": a.repeats,
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
               "engines": rows, "skipped": skipped}
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(table(result))
 
 
+def _stats(values: list[float]) -> dict:
+    """Median and spread (min, max) of repeated measurements."""
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
+
+
+def summarize(runs: dict[tuple[str, int], list[dict]], engines: list[str], paths: dict[str, Path], refs: list[str],
+              big: int, n: int) -> dict[str, dict]:
+    """Per engine: median and spread over the rounds of ms/sentence and tokens/s at each batch size,
+    peak RSS (the largest seen), BLEU of the batch-1 hypotheses and their agreement with hat's."""
+    from hat.evaluate import score
+
+    base = runs[("hat", 1)][0]["hyps"] if ("hat", 1) in runs else None
+    rows: dict[str, dict] = {}
+    for engine in engines:
+        row: dict = {"size_mb": round(_size_mb(paths[engine]), 2)}
+        for batch in (1, big):
+            rs = runs[(engine, batch)]
+            row[f"b{batch}"] = {"rounds": len(rs), "tokens": rs[0]["tokens"],
+                                "ms_per_sentence": _stats([1000 * r["seconds"] / n for r in rs]),
+                                "tokens_per_s": _stats([r["tokens"] / r["seconds"] for r in rs]),
+                                "cpu_ms_per_sentence": _stats([1000 * r["cpu_seconds"] / n for r in rs]),
+                                "cpu_tokens_per_s": _stats([r["tokens"] / r["cpu_seconds"] for r in rs]),
+                                "rss_mb": round(max(r["rss_mb"] for r in rs), 1)}
+        hyps = runs[(engine, 1)][0]["hyps"]
+        row["bleu"] = score(hyps, refs)["bleu"]
+        row["same_hyps_every_round"] = all(r["hyps"] == hyps for r in runs[(engine, 1)])
+        if base is not None:
+            row["same_as_hat_b1"] = round(sum(x == y for x, y in zip(hyps, base)) / n, 4)
+        rows[engine] = row
+    return rows
+
+
+def _cell(s: dict, fmt: str) -> str:
+    return f"{s['median']:{fmt}} ({s['min']:{fmt}}-{s['max']:{fmt}})"
+
+
 def table(res: dict) -> str:
     b = res["batch"]
-    lines = [f"{res['n']} sentences, beam {res['beam']}, lenpen {res['lenpen']}, {res['threads']} thread(s)", "",
-             f"| engine | ms/sentence (b=1) | tokens/s (b=1) | tokens/s (b={b}) | peak RSS MB (b={b}) | BLEU | "
-             f"same as hat (b=1) | model MB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"{res['n']} sentences, beam {res['beam']}, lenpen {res['lenpen']}, {res['threads']} thread(s), "
+             f"{res['repeats']} interleaved round(s): median (min-max); CPU = the worker's process CPU time, "
+             f"wall = elapsed", "",
+             f"| engine | CPU ms/sentence (b=1) | CPU tokens/s (b=1) | CPU tokens/s (b={b}) | wall ms/sentence (b=1) | "
+             f"wall tokens/s (b={b}) | peak RSS MB (b={b}) | BLEU | same as hat (b=1) | model MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in res["engines"].items():
         b1, bb = r["b1"], r[f"b{b}"]
-        lines.append(f"| {name} | {b1['ms_per_sentence']:.1f} | {b1['tokens_per_s']:.0f} | {bb['tokens_per_s']:.0f} | "
-                     f"{bb['rss_mb']:.0f} | {r['bleu']:.2f} | {r.get('same_as_hat_b1', float('nan')):.1%} | "
-                     f"{r['size_mb']:.2f} |")
+        lines.append(f"| {name} | {_cell(b1['cpu_ms_per_sentence'], '.1f')} | {_cell(b1['cpu_tokens_per_s'], '.0f')} | "
+                     f"{_cell(bb['cpu_tokens_per_s'], '.0f')} | {_cell(b1['ms_per_sentence'], '.1f')} | "
+                     f"{_cell(bb['tokens_per_s'], '.0f')} | {bb['rss_mb']:.0f} | {r['bleu']:.2f} | "
+                     f"{r.get('same_as_hat_b1', float('nan')):.1%} | {r['size_mb']:.2f} |")
     for name, why in res["skipped"].items():
-        lines.append(f"| {name} | skipped: {why} |||||||")
+        lines.append(f"| {name} | skipped: {why} |||||||||")
     return "\n".join(lines)
-
 
 if __name__ == "__main__":
     main()

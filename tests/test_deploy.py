@@ -242,15 +242,100 @@ def test_onnx_from_int8_standalone_is_refused(s, int8, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ measure
-def test_measure_int8_records_the_quantization(tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_measure_int8_records_the_quantization(tmp_path, backend, monkeypatch):
     from hat.latency.measure import Protocol
 
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+        import hat.export.onnx_export as ox
+
+        target, name = ox, "quantize_graphs"
+    else:
+        import hat.export.quantize as qz
+
+        target, name = qz, "quantize_int8"
+    calls = []
+    real = getattr(target, name)
+    monkeypatch.setattr(target, name, lambda *a, **k: calls.append(1) or real(*a, **k))  # the int8 model is timed
     out = tmp_path / "lat8.csv"
     assert main(["measure", "--device", "cpu-2core", "--space", "tiny-latency", "--samples", "1", "--runs", "1",
                  "--warmup", "0", "--src-len", "4", "--tgt-len", "2", "--beam", "1", "--threads", "1",
-                 "--quantize", "int8", "--out", str(out), "--no-progress"]) == 0
+                 "--backend", backend, "--quantize", "int8", "--out", str(out), "--no-progress"]) == 0
     meta = json.loads((tmp_path / "lat8.meta.json").read_text())
     assert meta["protocol"]["quantize"] == "int8" and len(out.read_text().splitlines()) == 2
+    assert calls
     assert "quantize" not in Protocol().to_dict()  # float32 datasets keep the protocol they recorded
     assert main(["measure", "--device", "cpu-2core", "--space", "tiny-latency", "--samples", "1",
                  "--backend", "cuda", "--quantize", "int8", "--out", str(tmp_path / "c.csv")]) == 2
+
+
+# ------------------------------------------------------------------------------------------ exports on the CLI
+def test_translate_and_evaluate_take_the_int8_export(s, int8, tmp_path, monkeypatch, capsys):
+    """`hat translate` / `hat evaluate --src --ref` on the int8 model.pt: the int8 model's own
+    hypotheses (not the float32 ones), empty lines kept, scored like the Python API's."""
+    from hat.evaluate import score
+
+    src = _sources(s, 6)
+    rc, out, _ = _translate(["--model", str(int8), "--threads", "1"], ("\n".join(src[:3] + [""] + src[3:]) + "\n").encode(),
+                            monkeypatch, capsys)
+    want = hat.load(int8).translate(src)
+    assert rc == 0 and out.split("\n")[:-1] == want[:3] + [""] + want[3:]
+    src_file, ref_file = tmp_path / "t.de", tmp_path / "t.en"
+    src_file.write_text("\n".join(src) + "\n", encoding="utf-8")
+    refs = (s["tmp"] / "test.en").read_text(encoding="utf-8").splitlines()[:6]
+    ref_file.write_text("\n".join(refs) + "\n", encoding="utf-8")
+    assert main(["evaluate", "--model", str(int8), "--src", str(src_file), "--ref", str(ref_file), "--json",
+                 "--out", str(tmp_path / "hyp")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "hyp").read_text(encoding="utf-8").splitlines() == want
+    assert res["bleu"] == pytest.approx(score(want, refs)["bleu"])
+
+
+def test_translate_takes_the_onnx_int8_directory(s, onnx_int8, monkeypatch, capsys):
+    src = _sources(s, 5)
+    stdin = ("\n".join([src[0], "", *src[1:]]) + "\n").encode()
+    rc, out, _ = _translate(["--model", str(onnx_int8), "--threads", "1", "--beam", "2"], stdin, monkeypatch, capsys)
+    want = hat.load(onnx_int8).translate(src, beam=2)
+    assert rc == 0 and out.split("\n")[:-1] == [want[0], "", *want[1:]]
+
+
+def test_non_utf8_on_stdin_names_the_line_in_a_later_batch(s, monkeypatch, capsys):
+    """The line number counts across batches; the lines before it are already out (streaming)."""
+    lines = [x.encode() for x in _sources(s, 4)] + [b"kaputt \xc3\x28", b"Der hund."]
+    rc, out, err = _translate(["--model", str(s["model"]), "--buffer-size", "2", "--beam", "1"],
+                              b"\n".join(lines) + b"\n", monkeypatch, capsys)
+    assert rc == 2 and len(out.splitlines()) == 4
+    assert err.strip().splitlines() == [err.strip()] and "<stdin>:5: not valid UTF-8 (byte 8 of the line)" in err
+
+
+def _evaluate_fails(s, model, tmp_path, capsys) -> str:
+    """`hat evaluate --src --ref` on a bad model: exit 2, one line naming it, no hypotheses file."""
+    out = tmp_path / "hyps"
+    assert main(["evaluate", "--model", str(model), "--src", str(s["tmp"] / "test.de"), "--ref",
+                 str(s["tmp"] / "test.en"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(model) in err, err
+    assert not out.exists()
+    return err
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_evaluate_raw_text_bad_model_leaves_no_output(s, tmp_path, damage, capsys):
+    model = tmp_path / "m.pt"
+    if damage == "truncated":
+        model.write_bytes(s["model"].read_bytes()[:1000])
+    _evaluate_fails(s, model, tmp_path, capsys)
+
+
+@pytest.mark.parametrize("graph", ["decoder_step.onnx", "encoder.onnx"])
+def test_onnx_directory_missing_a_graph_is_one_line(s, onnx_int8, graph, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    broken = tmp_path / "onnx"
+    shutil.copytree(onnx_int8, broken)
+    (broken / graph).unlink()
+    assert f"{broken / graph}: missing" in _evaluate_fails(s, broken, tmp_path, capsys)
+    rc, out, err = _translate(["--model", str(broken)], b"Das haus.\n", monkeypatch, capsys)
+    assert rc == 2 and out == "" and f"{broken / graph}: missing" in err and len(err.strip().splitlines()) == 1
