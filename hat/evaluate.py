@@ -148,9 +148,11 @@ def evaluate(
     )[:n]
     origins = ds.origins[:n] if ds.origins is not None else None
 
-    def decode(**kw) -> list[str]:
-        ids = translator.generate([ds.src[i] for i in range(n)], progress=progress, desc=subset, **kw)
-        return [translator.tgt_tokenizer.decode(h) for h in ids]
+    def decode(**kw) -> tuple[list[str], int]:
+        sources = [ds.src[i] for i in range(n)]
+        ids = translator.generate(sources, progress=progress, desc=subset, **kw)
+        truncated = sum(len(x) > translator.model.args.max_positions for x in sources)  # generate() cut them
+        return [translator.tgt_tokenizer.decode(h) for h in ids], truncated
 
     res, hyps = _decode_and_score(decode, refs, origins, hyps, f"{n} sentences of {subset}", **options)
     res.update({"data": str(data_dir), "subset": subset, "src": ds.src_lang, "tgt": ds.tgt_lang,
@@ -183,8 +185,10 @@ def evaluate_text(
             raise DataError(f"{origin}: {len(origins)} lines but {src} has {len(sources)}")
     n = len(sources) if limit is None else min(limit, len(sources))
 
-    def decode(**kw) -> list[str]:
-        return translator.translate(sources[:n], progress=progress, **kw)
+    def decode(**kw) -> tuple[list[str], int]:
+        cut: list[int] = []
+        hyps = translator.translate(sources[:n], progress=progress, on_truncate=lambda i, _: cut.append(i), **kw)
+        return hyps, len(cut)
 
     res, hyps = _decode_and_score(decode, refs[:n], origins[:n] if origins else None, hyps, f"{n} lines of {src}",
                                   **options)
@@ -210,13 +214,15 @@ def _decode_and_score(
     tok: str = "13a",
     compound: bool | None = None,
 ) -> tuple[dict, list[str]]:
-    """`decode(**decoding options)` (unless `hyps` are given) and `score` against `refs`."""
+    """`decode(**decoding options)` -> (hypotheses, sources cut to fit), unless `hyps` are given,
+    and `score` against `refs`."""
     import time
 
     t0 = time.time()
+    truncated = 0
     if hyps is None:
-        hyps = decode(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b, max_tokens=max_tokens,
-                      max_sentences=max_sentences)
+        hyps, truncated = decode(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
+                                 max_tokens=max_tokens, max_sentences=max_sentences)
     else:
         hyps = list(hyps)
         if len(hyps) != len(refs):
@@ -224,5 +230,18 @@ def _decode_and_score(
     elapsed = time.time() - t0
     res = score(hyps, refs, origins, tokenized=tokenized, tok=tok, compound=True if compound is None else compound)
     res.update({"beam": beam, "lenpen": lenpen, "max_len_a": max_len_a, "max_len_b": max_len_b,
-                "seconds": round(elapsed, 3)})
+                "seconds": round(elapsed, 3), "truncated_sources": truncated})
     return res, hyps
+
+
+def paired_bleu_pvalue(base_hyps: Sequence[str], hyps: Sequence[str], refs: Sequence[str],
+                       samples: int = 1000) -> float:
+    """p-value that `hyps` and `base_hyps` differ in BLEU only by chance (sacrebleu's paired
+    bootstrap resampling over the same sentences, Koehn 2004; sacrebleu seeds it: repeatable)."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    test = PairedTest([("base", list(base_hyps)), ("other", list(hyps))], {"BLEU": BLEU()}, [list(refs)],
+                      test_type="bs", n_samples=samples)
+    _, scores = test()
+    return float(scores["BLEU"][1].p_value)

@@ -39,7 +39,7 @@ def test_registry_refuses_duplicates_and_lists_names():
 def test_shipped_registries():
     assert set(ALGORITHMS) == {"evolution", "random", "nsga2"} and set(SCORERS) == {"loss", "params"}
     assert SCORERS["loss"].needs_model and not SCORERS["params"].needs_model
-    assert set(FORMATS) == {"standalone", "fairseq", "onnx"} and set(BACKENDS) == {"torch", "cuda", "onnxruntime"}
+    assert set(FORMATS) == {"standalone", "fairseq", "onnx", "ctranslate2"} and set(BACKENDS) == {"torch", "cuda", "onnxruntime"}
 
 
 def test_first_line():
@@ -132,6 +132,6 @@ def test_training_key_device_is_read_as_compute(tmp_path):
 
     assert load_train_config("tiny-cpu", ["device=cpu"]).compute == "cpu"
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("device: cpu\nmax_updates: 3\n")
+    recipe.write_text("device: cpu\nmax_updates: 3\nwarmup_updates: 1\n")
     cfg = load_train_config(str(recipe))
     assert cfg.compute == "cpu" and cfg.max_updates == 3 and "device" not in cfg

@@ -124,13 +124,16 @@ def test_resume_after_interruption_gives_same_result(tmp_path, algo):
         algo(SPACE, ParamsScorer(SPACE), _lat(), CONSTRAINT + 1, s, state_path=state)
 
 
-def test_resume_after_kill_in_subprocess(tmp_path):
-    """A real kill (SIGKILL mid-search) then `hat search` again reaches the uninterrupted result."""
+@pytest.mark.parametrize("algorithm", ["evolution", pytest.param("nsga2", marks=needs_pymoo)])
+def test_resume_after_kill_in_subprocess(tmp_path, capsys, algorithm):
+    """A real kill (SIGKILL mid-search) then `hat search` again reaches the uninterrupted result,
+    going on from the generation the state file holds (NSGA-II's algorithm rebuilt from plain data)."""
     import subprocess
     import sys
     import time
 
-    common = ["search", "--scorer", "params", "--space", "tiny", "--predictor", "macs", "--latency-constraint",
+    common = ["search", "--algorithm", algorithm, "--scorer", "params", "--space", "tiny", "--predictor", "macs",
+              "--latency-constraint",
               str(CONSTRAINT), "--population", "20", "--parents", "5", "--mutations", "8", "--crossovers", "7",
               "--iterations", "60", "--no-progress", "--tensorboard-dir", "none"]
     ref_out = tmp_path / "ref" / "s.yml"
@@ -148,7 +151,9 @@ def test_resume_after_kill_in_subprocess(tmp_path):
     p.wait()
     gen = json.loads(state.read_text())["generation"]
     assert 0 <= gen < 60 and not out.is_file()
+    capsys.readouterr()
     assert main(common + ["--out", str(out)]) == 0
+    assert f"resumed {state} after generation {gen} " in capsys.readouterr().err
     assert load_subconfig(out) == load_subconfig(ref_out)
     ref_rows = list(csv.DictReader(open(ref_out.with_suffix(".log.csv"))))
     rows = list(csv.DictReader(open(out.with_suffix(".log.csv"))))

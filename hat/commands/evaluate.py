@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from hat.errors import HatError
+from hat.files import atomic_write_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,16 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from hat.commands.translate import check_decoding_args
     from hat.evaluate import evaluate, evaluate_text
     from hat.export.runtimes import open_model
     from hat.export.standalone import load_any
-    from hat.files import atomic_write_text
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.checkpoint and not args.config:
         raise HatError(f"{args.checkpoint}: --checkpoint needs --config SUBNET.yml (or use --model)")
     text = args.src is not None or args.ref is not None
@@ -73,12 +69,14 @@ def run(args: argparse.Namespace) -> int:
         raise HatError("--origin goes with --src/--ref (a prepared directory has its own origin tags)")
     if args.data and not text and not Path(args.data).is_dir():
         raise HatError(f"{args.data}: data directory not found")
-    check_decoding_args(args)
+    device = check_decoding_args(args)
+    if args.limit is not None and not args.limit >= 1:
+        raise HatError(f"--limit must be >= 1, got {args.limit}")
     if args.model:
-        tr = open_model(args.model, args.compute, args.threads)
+        tr = open_model(args.model, device, args.threads)
         model_path = Path(args.model)
     else:
-        tr = load_any(args.checkpoint, args.config, args.data, args.compute)
+        tr = load_any(args.checkpoint, args.config, args.data, device)
         model_path = Path(args.checkpoint)
     hyps_in = None
     if args.hyps:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hat.errors import ConfigError, DataError
+from hat.files import atomic_open, atomic_write_text, save_figure
 from hat.latency.dataset import LatencyData, read_latency_csv
 from hat.latency.devices import resolve_device
 from hat.latency.estimate import context_for
@@ -72,7 +73,7 @@ def scatter_png(path: Path, measured: np.ndarray, predicted: np.ndarray, title: 
     ax.set_ylabel("predicted latency (ms)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -109,19 +110,17 @@ def run(args: argparse.Namespace) -> int:
     m.update({"model": args.model, "feature_set": pred.feature_set, "train_rows": len(train), "data": args.data,
               "test": args.test or f"{args.data} (80/10/10 split, seed {args.seed})"})
     stem = out.with_suffix("") if out.suffix else out
-    Path(f"{stem}.metrics.json").write_text(json.dumps(m, indent=1), encoding="utf-8")
     scatter_png(Path(f"{stem}.scatter.png"), test.latency_ms, p,
                 f"{args.model}: RMSE {m['rmse_ms']:.2f} ms, MAPE {m['mape_pct']:.2f}%, tau {m['kendall_tau']:.3f}")
     if args.predictions_out:
-        Path(args.predictions_out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.predictions_out, "w", newline="", encoding="utf-8") as f:
+        with atomic_open(args.predictions_out, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["row", "measured_ms", "predicted_ms"])
             for i, (a, b) in enumerate(zip(test.latency_ms, p)):
                 w.writerow([i, f"{a:.4f}", f"{b:.4f}"])
     used = f"{pred.state['calib_rows']} calibration rows" if args.model == "analytic" else f"{len(train)} training rows"
     m["train_rows"] = pred.state["calib_rows"] if args.model == "analytic" else len(train)
-    Path(f"{stem}.metrics.json").write_text(json.dumps(m, indent=1), encoding="utf-8")
+    atomic_write_text(f"{stem}.metrics.json", json.dumps(m, indent=1))
     print(f"{args.model} ({pred.feature_set} features, {used}) -> {out}")
     print(f"test ({len(test)} rows): RMSE {m['rmse_ms']:.3f} ms  MAPE {m['mape_pct']:.2f}%  Kendall tau {m['kendall_tau']:.3f}")
     return 0

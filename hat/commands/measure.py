@@ -14,6 +14,7 @@ import sys
 
 from hat.commands.settings import Option, add_option, apply_settings, dataclass_options
 from hat.errors import ConfigError
+from hat.files import atomic_write_text, read_json
 from hat.latency.dataset import LatencyWriter, meta_path
 from hat.latency.devices import resolve_device
 from hat.latency.measure import BACKENDS, TIMERS, Measurer, Protocol, environment
@@ -36,6 +37,9 @@ PROTOCOL_HELP = {
     "timer": "wall (HAT's) or cpu: the measuring thread's CPU time, which ignores time "
                                          "stolen by other processes on a shared machine (needs --threads 1)",
 }
+
+
+MAX_SAMPLES = 1_000_000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{key} is required (as a flag or in --config)")
     device = resolve_device(args.device)
     space = load_space(args.space)
-    if args.samples < 1:
-        raise ConfigError("--samples must be >= 1")
+    if not 1 <= args.samples <= min(MAX_SAMPLES, space.size()):
+        why = (f"the space has {space.size()} distinct configs" if space.size() < MAX_SAMPLES else
+               f"at most {MAX_SAMPLES} (HAT measured 2000 per device; a million at HAT's protocol is days)")
+        raise ConfigError(f"--samples {args.samples}: must be >= 1 and {why}")
     protocol = Protocol.from_device(device, space, **{k: getattr(args, k) for k in Protocol.__dataclass_fields__})
     mp = meta_path(args.out)
     meta = {"device": device.name, "device_description": device.description, "space": space.name,
@@ -89,16 +95,16 @@ def run(args: argparse.Namespace) -> int:
             "peak_memory_bytes": "CPU: peak RSS (VmHWM, reset per config) minus RSS before building the SubTransformer; "
                                  "CUDA: max_memory_allocated minus allocated before"}
     if mp.is_file():
-        old = json.loads(mp.read_text(encoding="utf-8"))
+        old = read_json(mp, "latency CSV metadata", ConfigError, hint=f" (delete it and {args.out} to start over)")
         if old.get("protocol") != protocol.to_dict() or old.get("space") != space.name:
             raise ConfigError(f"{args.out}: was measured with another protocol/space ({mp}); use a new --out")
     seq = config_sequence(space, args.samples, args.seed)
-    measurer = Measurer(space, protocol)
     meta["environment"] = environment(protocol)
-    with LatencyWriter(args.out) as writer:
+    with LatencyWriter(args.out) as writer:  # refuses a file that is not ours, or another writer's
         done = writer.measured()
         todo = [c for c in seq if c.key() not in done]
-        mp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        atomic_write_text(mp, json.dumps(meta, indent=1))
+        measurer = Measurer(space, protocol)
         print(f"measure: {len(seq) - len(todo)} of {len(seq)} configs already in {args.out}; measuring {len(todo)} "
               f"({meta['environment']['cpu']}, {meta['environment']['threads']} thread(s), {protocol.backend})",
               file=sys.stderr)

@@ -12,20 +12,17 @@ search and scores a share of each generation; rank 0 writes the files.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from hat.commands.settings import Option, add_option, apply_settings, dataclass_options
+from hat.commands.settings import Option, add_option, apply_settings, compute_device, dataclass_options
 from hat.errors import CheckpointError, DataError, HatError
+from hat.files import file_digest
 from hat.latency.devices import resolve_device
 from hat.search import ALGORITHMS, SCORERS, EvolutionSettings, LossSettings
-
-if TYPE_CHECKING:
-    import torch
-
 
 SEARCH_OPTIONS = {
     "device": Option(str), "predictor": Option(str), "latency_constraint": Option(float), "space": Option(str),
@@ -83,19 +80,6 @@ def out_paths(out: str | Path) -> dict[str, Path]:
             "pareto_png": Path(s + ".pareto.png"), "state": Path(s + ".state.json"), "tb": Path(s + ".tb")}
 
 
-def _compute_device(name: str) -> "torch.device":
-    """auto: this rank's GPU under torchrun (LOCAL_RANK), else the first GPU, else the CPU."""
-    import torch  # noqa: PLC0415
-
-    if name != "auto":
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise HatError(f"--compute {name}: no CUDA device is available")
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
 def run(args: argparse.Namespace) -> int:
     apply_settings(args, SEARCH_OPTIONS, "search", "search settings")
     # ---- cheap input checks first: bad input fails in milliseconds with one line -------
@@ -120,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
         raise HatError(f"--latency-constraint {args.latency_constraint:g}: must be positive")
     if args.space is None and not args.checkpoint:
         raise HatError("--space is required without --checkpoint")
+    if Path(args.out).is_dir():
+        raise HatError(f"--out {args.out} is a directory; give the subnet file to write, e.g. {Path(args.out, 'subnet.yml')}")
+    device = compute_device(args.compute)
 
     import torch
 
@@ -136,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         model = None
         if args.checkpoint and scorer_cls.needs_model or (args.checkpoint and args.space is None):
             model, _ = load_super_checkpoint(args.checkpoint, map_location="cpu")
-            model.to(_compute_device(args.compute))
+            model.to(device)
         space = load_space(args.space) if args.space else model.space
         if model is not None and args.space:
             if space.to_dict()["super"] != model.space.to_dict()["super"]:
@@ -153,8 +140,12 @@ def run(args: argparse.Namespace) -> int:
         tb = None if (args.tensorboard_dir or "").lower() == "none" else (args.tensorboard_dir or paths["tb"])
         log = GenerationLog(args.log_csv or paths["log"], tb, settings.iterations + 1,
                             progress=not args.no_progress, enabled=rank == 0, desc=f"search {args.algorithm}")
-        fp = {"checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else None,
-              "predictor": pred_name, "data": str(args.data), "valid_subset": args.valid_subset,
+        # what the saved scores depend on, by content: a checkpoint, predictor or validation split
+        # replaced at the same path must not resume with the old scores
+        fp = {"checkpoint": file_digest(args.checkpoint) if args.checkpoint else None,
+              "predictor": pred_name, "predictor_file": _digest_of([getattr(predictor, "source", "")]),
+              "data": _digest_of(sorted(Path(args.data).glob(f"{args.valid_subset}.*"))) if args.data else None,
+              "valid_subset": args.valid_subset,
               "valid_sentences": args.valid_sentences, "max_tokens": args.max_tokens,
               "label_smoothing": args.label_smoothing}
         t0 = time.perf_counter()
@@ -170,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
         if started_dist:
             torch.distributed.destroy_process_group()
     return 0
+
+
+def _digest_of(paths: list) -> str | None:
+    """One digest of the files' contents (None when none of them is a file)."""
+    files = [Path(p) for p in paths if p and Path(p).is_file()]
+    return hashlib.sha256("".join(file_digest(p) for p in files).encode()).hexdigest() if files else None
 
 
 def _maybe_init_distributed() -> bool:

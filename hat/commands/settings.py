@@ -12,10 +12,13 @@ import argparse
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hat.errors import ConfigError
 from hat.shipped import load_settings
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -77,3 +80,28 @@ def apply_settings(args: argparse.Namespace, options: dict[str, Option], kind: s
         if getattr(args, key, None) is None:
             value = _coerce(values[key], opt, key, source) if key in values else opt.default
             setattr(args, key, value)
+
+
+def compute_device(name: str, flag: str = "--compute") -> "torch.device":
+    """The torch device a `--compute` value names, checked before anything is loaded onto it:
+    auto (this rank's GPU under torchrun, else the first GPU, else the CPU), cpu, cuda[:N]."""
+    import os  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"{flag} {name}: not a device (auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ConfigError(f"{flag} {name}: no such CUDA device ({have} available)" if have else
+                          f"{flag} {name}: no CUDA device is available")
+    backend = getattr(torch, dev.type, None)
+    if dev.type not in ("cpu", "cuda") and not (hasattr(backend, "is_available") and backend.is_available()):
+        raise ConfigError(f"{flag} {name}: device type {dev.type} is not available here")
+    return dev

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from hat.commands.settings import compute_device
 from hat.errors import DataError, HatError
 
 EXAMPLES = """examples:
@@ -44,18 +45,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def check_decoding_args(args: argparse.Namespace) -> None:
-    """Bad decoding flags are one line each (shared with `hat evaluate`)."""
+def check_decoding_args(args: argparse.Namespace) -> "torch.device":
+    """Bad decoding flags are one line each (shared with `hat evaluate`); sets --threads and
+    returns the --compute device."""
     for flag, value, low in (("--beam", args.beam, 1), ("--max-tokens", args.max_tokens, 1),
                              ("--max-sentences", args.max_sentences, 1), ("--threads", args.threads, 1),
+                             ("--max-len-a", args.max_len_a, 0), ("--max-len-b", args.max_len_b, 0),
                              ("--buffer-size", getattr(args, "buffer_size", None), 1)):
-        if value is not None and value < low:
+        if value is not None and not value >= low:  # NaN fails too
             raise HatError(f"{flag} must be >= {low}, got {value}")
-    if args.compute.startswith("cuda"):
+    if args.threads:
         import torch
 
-        if not torch.cuda.is_available():
-            raise HatError(f"--compute {args.compute}: no CUDA device is available")
+        torch.set_num_threads(args.threads)
+    return compute_device(args.compute)
 
 
 @contextlib.contextmanager
@@ -73,18 +76,14 @@ def _source(name: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from hat.export.runtimes import open_model
     from hat.export.stream import translate_stream
     from hat.files import atomic_open
 
-    check_decoding_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = check_decoding_args(args)
     if args.output != "-" and Path(args.output).is_dir():
         raise DataError(f"{args.output}: is a directory, expected a file for the translations")
-    translator = open_model(args.model, args.compute, args.threads)
+    translator = open_model(args.model, device, args.threads)
     options = dict(beam=args.beam, lenpen=args.lenpen, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
                    max_tokens=args.max_tokens, max_sentences=args.max_sentences)
 

@@ -33,13 +33,13 @@ def train_spm(
     model_prefix.parent.mkdir(parents=True, exist_ok=True)
     spm.set_random_generator_seed(seed)
     # fixed name: the model records its input path, and the same input must give the same bytes
-    tmp = model_prefix.parent / f".{model_prefix.name}.train.txt"
-    with open(tmp, "w", encoding="utf-8") as f:
-        n = 0
-        for line in texts:
-            f.write(line.replace("\n", " ") + "\n")
-            n += 1
+    tmp = model_prefix.parent / f".{model_prefix.name}.train.txt"  # removed however training ends
     try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            n = 0
+            for line in texts:
+                f.write(line.replace("\n", " ") + "\n")
+                n += 1
         if n == 0:
             raise DataError(f"{model_prefix}: no training text for the SentencePiece model")
         spm.SentencePieceTrainer.train(

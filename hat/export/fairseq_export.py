@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from hat.files import save_torch
+from hat.files import atomic_write_bytes, atomic_write_text, load_torch, save_torch
 from hat.nn import blocks
 
 
@@ -106,7 +106,7 @@ def export_fairseq(translator, out_dir: str | Path) -> dict:
     src, tgt = translator.src_lang, translator.tgt_lang
     translator.src_dict.save(out_dir / f"dict.{src}.txt")
     translator.tgt_dict.save(out_dir / f"dict.{tgt}.txt")
-    (out_dir / "spm.model").write_bytes(translator.spm_bytes)
+    atomic_write_bytes(out_dir / "spm.model", translator.spm_bytes)
     usage = (
         f"fairseq-preprocess --source-lang {src} --target-lang {tgt} --testpref TEST_SPM_PIECES "
         f"--srcdict {out_dir}/dict.{src}.txt --tgtdict {out_dir}/dict.{tgt}.txt --destdir DATA_BIN --workers 1\n"
@@ -114,14 +114,14 @@ def export_fairseq(translator, out_dir: str | Path) -> dict:
         f"--beam 4 --lenpen 0.6 --max-len-a 1.2 --max-len-b 10 --batch-size 1 --required-batch-size-multiple 1 "
         f"--post-process sentencepiece"
     )
-    (out_dir / "README.txt").write_text(
+    atomic_write_text(
+        out_dir / "README.txt",
         "HAT SubTransformer exported for fairseq (plugin architecture hat_subtransformer).\n"
         "Source text must be SentencePiece-encoded with spm.model (pieces separated by spaces).\n"
         "fairseq limits the output length to max_len_a * (padded batch length) + max_len_b, `hat evaluate`\n"
         "to max_len_a * (the sentence's own length) + max_len_b. At --batch-size 1, or with --max-len-a 0,\n"
         "the hypotheses match `hat evaluate` exactly; at larger batches only sentences whose search\n"
         "reaches hat's (lower) limit can differ.\n\n" + usage + "\n",
-        encoding="utf-8",
     )
     files = [str(ckpt), str(plugin), str(out_dir / f"dict.{src}.txt"), str(out_dir / f"dict.{tgt}.txt"),
              str(out_dir / "spm.model"), str(out_dir / "README.txt")]
@@ -129,12 +129,15 @@ def export_fairseq(translator, out_dir: str | Path) -> dict:
 
 
 def load_fairseq_model(export_dir: str | Path):
-    """Load the exported checkpoint with fairseq (needs fairseq); returns (model, cfg, task)."""
+    """Load the exported checkpoint with fairseq (needs fairseq); returns (model, cfg, task).
+
+    The file is first read weights-only here (fairseq's own `torch.load` call names no
+    `weights_only`), so a tampered checkpoint is refused before fairseq opens it."""
     from argparse import Namespace
 
-    from fairseq import checkpoint_utils, utils
-
     export_dir = Path(export_dir)
+    load_torch(export_dir / "checkpoint.pt", "fairseq checkpoint")
+    from fairseq import checkpoint_utils, utils
     utils.import_user_module(Namespace(user_dir=str(export_dir / PLUGIN_NAME)))
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(export_dir / "checkpoint.pt")], arg_overrides={"data": str(export_dir)}

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hat.errors import HatError
-from hat.files import atomic_write_text
+from hat.errors import ConfigError, HatError
+from hat.files import atomic_write_bytes, atomic_write_text
 from hat.model.transformer import EncoderDecoder, LayerState
 from hat.nn import memory_mask
 
@@ -120,16 +120,21 @@ def _quiet():
     stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
     stack.enter_context(warnings.catch_warnings())
     warnings.simplefilter("ignore")
-    lg = logging.getLogger("torch")
-    level = lg.level
-    lg.setLevel(logging.ERROR)
-    stack.callback(lg.setLevel, level)
+    for name in ("torch", "onnxscript"):  # progress, and version-conversion attempts with tracebacks
+        lg = logging.getLogger(name)
+        stack.callback(lg.setLevel, lg.level)
+        lg.setLevel(logging.ERROR)
     return stack
 
 
 @torch.no_grad()
 def export_graphs(sub: EncoderDecoder, out_dir: str | Path, opset: int = 18) -> tuple[Path, Path]:
-    """Write `encoder.onnx` and `decoder_step.onnx` of SubTransformer `sub` (dynamic B, S, T)."""
+    """Write `encoder.onnx` and `decoder_step.onnx` of SubTransformer `sub` (dynamic B, S, T) in
+    `opset`: a ConfigError, and nothing written, when the exporter cannot produce that opset."""
+    import onnx
+
+    if not 1 <= opset <= onnx.defs.onnx_opset_version():
+        raise ConfigError(f"--opset {opset}: not an ONNX opset this onnx knows (1 to {onnx.defs.onnx_opset_version()})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sub = sub.cpu().eval()
@@ -140,6 +145,35 @@ def export_graphs(sub: EncoderDecoder, out_dir: str | Path, opset: int = 18) -> 
     src, prefix = sample_tokens(sub, 2, 7, 4)
     dec_args = _step_inputs(sub, src, prefix)
     enc_path, dec_path = out_dir / ENCODER, out_dir / DECODER
+    # written beside their names and moved in place only once both exist in the opset asked for
+    enc_tmp, dec_tmp = (out_dir / f".{p.name}.{os.getpid()}.tmp" for p in (enc_path, dec_path))
+    try:
+        _export_both(sub, src, dec_args, enc_tmp, dec_tmp, enc_names, dec_in, dec_out, (B, S, T), opset)
+        for tmp in (enc_tmp, dec_tmp):
+            got = graph_opset(tmp)
+            if got != opset:
+                raise ConfigError(f"--opset {opset}: the exporter wrote opset {got} (it converts down to "
+                                  f"{opset} only where it can); use --opset {got} or higher")
+        os.replace(enc_tmp, enc_path)
+        os.replace(dec_tmp, dec_path)
+    finally:
+        for tmp in (enc_tmp, dec_tmp):
+            tmp.unlink(missing_ok=True)
+    return enc_path, dec_path
+
+
+def graph_opset(path: str | Path) -> int:
+    """The default-domain opset an ONNX file declares."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), -1)
+
+
+def _export_both(sub: EncoderDecoder, src: torch.Tensor, dec_args: tuple, enc_path: Path, dec_path: Path,
+                 enc_names: list[str], dec_in: list[str], dec_out: list[str], dims: tuple, opset: int) -> None:
+    B, S, T = dims
+    L = sub.decoder.num_layers
     enc_dyn = {"src_tokens": {0: B, 1: S}}
     with _quiet():
         torch.onnx.export(EncoderGraph(sub), (src,), str(enc_path), dynamo=True, input_names=["src_tokens"],
@@ -153,7 +187,6 @@ def export_graphs(sub: EncoderDecoder, out_dir: str | Path, opset: int = 18) -> 
         torch.onnx.export(DecoderStepGraph(sub), dec_args, str(dec_path), dynamo=True, input_names=dec_in,
                           output_names=dec_out, dynamic_shapes=dec_dyn, opset_version=opset,
                           external_data=False, verbose=False)
-    return enc_path, dec_path
 
 
 def quantize_graphs(out_dir: str | Path) -> None:
@@ -208,7 +241,7 @@ def export_onnx(translator, out_dir: str | Path, opset: int = 18, verify: bool =
         "src_lang": translator.src_lang, "tgt_lang": translator.tgt_lang,
         "config": sub.config.to_dict(),
     }
-    (out_dir / "spm.model").write_bytes(translator.spm_bytes)
+    atomic_write_bytes(out_dir / "spm.model", translator.spm_bytes)
     translator.src_dict.save(out_dir / f"dict.{translator.src_lang}.txt")
     translator.tgt_dict.save(out_dir / f"dict.{translator.tgt_lang}.txt")
     res = {"format": "onnx", "files": [str(enc_path), str(dec_path), str(out_dir / "onnx.json"),

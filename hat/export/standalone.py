@@ -26,7 +26,7 @@ import torch
 from hat.data.dictionary import Dictionary
 from hat.data.tokenizer import Tokenizer
 from hat.errors import CheckpointError, DataError, HatError, first_line
-from hat.files import check_tag, load_torch, save_torch
+from hat.files import check_fields, check_tag, load_torch, save_torch
 from hat.model.checkpoint import FORMAT as SUPER_FORMAT
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 FORMAT = "hat-standalone"
 FORMAT_VERSION = 1
 WHAT = "standalone model"
-REQUIRED_KEYS = ("init_kwargs", "model", "spm_model", "src_lang", "tgt_lang", "src_dict", "tgt_dict")
+REQUIRED_KEYS = {"init_kwargs": dict, "model": dict, "spm_model": bytes, "src_lang": str, "tgt_lang": str,
+                 "src_dict": list, "tgt_dict": list}
 
 
 # ------------------------------------------------------------------------------------------
@@ -205,6 +206,7 @@ def from_state(state: Any, path: str | Path, map_location: str | torch.device = 
 
     check_tag(state, path, FORMAT, WHAT, version=FORMAT_VERSION, required=REQUIRED_KEYS,
               hint=" (export one with `hat export --format standalone`)")
+    check_fields(state, {"meta": (dict, type(None))}, f"{path}: {WHAT}", CheckpointError)
     src_dict = dict_from_list(state["src_dict"], str(path))
     tgt_dict = dict_from_list(state["tgt_dict"], str(path))
     quantization = state.get("quantization")

@@ -64,8 +64,17 @@ class Protocol:
         return d
 
     def check(self) -> "Protocol":
-        if min(self.src_len, self.tgt_len, self.beam, self.batch, self.runs, self.vocab_size) < 1 or self.warmup < 0:
-            raise ConfigError("latency protocol: src_len, tgt_len, beam, batch, runs, vocab_size must be >= 1")
+        from hat.model import ModelArgs  # noqa: PLC0415
+
+        if min(self.src_len, self.tgt_len, self.beam, self.batch, self.runs) < 1 or self.warmup < 0:
+            raise ConfigError("latency protocol: src_len, tgt_len, beam, batch, runs must be >= 1, warmup >= 0")
+        if max(self.src_len, self.tgt_len) > ModelArgs.max_positions:
+            raise ConfigError(f"latency protocol: src_len {self.src_len} / tgt_len {self.tgt_len}: at most "
+                              f"{ModelArgs.max_positions} (the models' positions)")
+        if self.vocab_size < 5:
+            raise ConfigError(f"latency protocol: vocab_size {self.vocab_size}: at least 5 (4 special symbols and a word)")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"latency protocol: threads {self.threads}: at least 1 (or leave it unset: torch's)")
         if not 0 <= self.drop_frac < 0.5:
             raise ConfigError(f"latency protocol: drop fraction {self.drop_frac} must be in [0, 0.5)")
         if self.backend not in BACKENDS:

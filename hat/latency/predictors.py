@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from hat.errors import CheckpointError, ConfigError, DataError
+from hat.files import check_fields, load_torch, save_torch
 from hat.latency.dataset import LatencyData
 from hat.space import HAT_FEATURE_NORM, DesignSpace, SubConfig, features_full, hat_raw_features
 
@@ -220,22 +221,18 @@ class Predictor:
                 "lat_norm": float(self.lat_norm), "device": self.device, "space": self.space, "state": self.state}
 
     def save(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.to_dict(), path)
+        save_torch(self.to_dict(), path)  # atomic: a failed write keeps the previous predictor
 
 
 def load_predictor(path: str | Path, space: DesignSpace | None = None) -> Predictor:
     """Load a saved predictor (pickle-free: `torch.load(weights_only=True)`); with `space`, refuse
     it unless it was fit on that space (or on a superset with the same super dims)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such predictor file")
-    try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (torch raises many types for corrupt files)
-        raise CheckpointError(f"{path}: not a latency predictor ({type(e).__name__})") from None
+    d = load_torch(path, "predictor file")
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a latency predictor (format {d.get('format') if isinstance(d, dict) else None!r})")
+    check_fields(d, {"model": str, "feature_set": str, "context": dict, "lat_norm": (int, float), "device": str,
+                     "space": (dict, type(None)), "state": dict}, f"{path}: latency predictor", CheckpointError)
     try:
         pred = Predictor(d["model"], d["feature_set"], Context(**d["context"]), d["lat_norm"], d["device"], d["space"],
                          d["state"], str(path))

@@ -20,7 +20,10 @@ from hat.space import DesignSpace
 FORMAT = "hat-supertransformer-checkpoint"
 FORMAT_VERSION = 1
 WHAT = "SuperTransformer checkpoint"
-REQUIRED_KEYS = ("format", "version", "model", "space", "model_args", "update", "config")
+# the fields every reader indexes, with their types: a file with the right tag and a field of
+# another type is refused when it is opened, not where the field is used
+REQUIRED_KEYS = {"format": str, "version": int, "model": dict, "space": dict, "model_args": dict, "update": int,
+                 "config": dict}
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

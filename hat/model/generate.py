@@ -11,6 +11,7 @@ by source length under a token budget, hypotheses returned in corpus order.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -18,6 +19,8 @@ from typing import Sequence
 import torch
 
 from hat.model.transformer import EncoderDecoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -213,6 +216,21 @@ def left_pad(seqs: Sequence[torch.Tensor], pad: int) -> torch.Tensor:
     return out
 
 
+def truncate_sources(sources: Sequence[torch.Tensor], max_positions: int, eos: int = 2,
+                     what: str = "generate") -> list[torch.Tensor]:
+    """Sources cut to the model's `max_positions` (their first tokens, then EOS), with a warning
+    that counts them: generation translates every sentence, so where training, validation and
+    scoring skip an over-long pair, decoding truncates its source."""
+    long = [i for i, s in enumerate(sources) if len(s) > max_positions]
+    if not long:
+        return list(sources)
+    log.warning("%s: truncated %d source(s) longer than max_positions=%d tokens", what, len(long), max_positions)
+    out = list(sources)
+    for i in long:
+        out[i] = torch.cat([out[i][: max_positions - 1], out[i].new_tensor([eos])])
+    return out
+
+
 @torch.no_grad()
 def generate(
     model: EncoderDecoder,
@@ -234,6 +252,7 @@ def generate(
 
     model.eval()
     device = model_device(model)
+    sources = truncate_sources(sources, model.args.max_positions, eos, desc)
     lengths = [len(s) for s in sources]
     batches = length_sorted_batches(lengths, max_tokens, max_sentences)
     out: list[list[int] | None] = [None] * len(sources)

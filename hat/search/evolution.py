@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -197,6 +198,10 @@ class SearchRun:
         return self._elapsed0 + time.perf_counter() - self._t0
 
     def start(self) -> None:
+        """Open the log; on a resumed search, say where it goes on from (the algorithm has read the state)."""
+        if self.state.generation >= 0 and self.rank == 0:
+            print(f"resumed {self.state_path} after generation {self.state.generation} "
+                  f"({len(self.state.evaluated)} scored candidates reused)", file=sys.stderr)
         self.log.start(self.state.generation + 1)
 
     def end_generation(self, population: Sequence[SubConfig], scores: Sequence[float],

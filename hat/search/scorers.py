@@ -191,7 +191,10 @@ class LossScorer(Scorer):
         idx = sorted(random.Random(seed).sample(range(len(ds)), n))
         self.indices = idx
         src_sizes, tgt_sizes = ds.src_sizes[idx], ds.tgt_sizes[idx]
-        groups = batch_by_tokens(src_sizes, tgt_sizes, max_tokens, shuffle=False, skip_too_long=False)
+        groups = batch_by_tokens(src_sizes, tgt_sizes, max_tokens, shuffle=False, skip_too_long=False,
+                                 max_positions=model.args.max_positions, what=f"loss scorer ({split})")
+        if not groups:
+            raise HatError(f"{data_dir}: no {split} pair fits the model's max_positions ({model.args.max_positions})")
         self.pad = ds.tgt_dict.pad
         device = next(model.parameters()).device  # score where the model lives (CPU or GPU)
         keys = ("src_tokens", "src_lengths", "prev_output_tokens", "target")

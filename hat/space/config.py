@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from hat.errors import ConfigError
+from hat.files import atomic_write_text
 from hat.shipped import read_yaml
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ LAYER_FIELDS_DEC = (
 )
 SCALAR_FIELDS = ("encoder_embed_dim", "decoder_embed_dim", "encoder_layer_num", "decoder_layer_num")
 ALL_FIELDS = SCALAR_FIELDS + LAYER_FIELDS_ENC + LAYER_FIELDS_DEC
+# sanity bounds of any architecture (HAT's largest: 6+6 layers of width 1024); a space narrows them
+MAX_LAYERS, MAX_DIM = 1024, 1 << 20
 
 # HAT's per-layer YAML keys: field -> HAT key
 _HAT_KEYS = {
@@ -82,6 +85,8 @@ class SubConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> "SubConfig":
         """Build from our keys or HAT's keys; per-layer lists longer than the depth are truncated."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a mapping of SubConfig keys, got {type(d).__name__}")
         d = dict(d)
         if any(k in _FROM_HAT for k in d):
             d = {_FROM_HAT.get(k, k): v for k, v in d.items()}
@@ -94,6 +99,9 @@ class SubConfig:
         for k in SCALAR_FIELDS:
             if not isinstance(d[k], int) or isinstance(d[k], bool):
                 raise ConfigError(f"{source}: {k} must be an integer, got {d[k]!r}")
+            top = MAX_LAYERS if k.endswith("layer_num") else MAX_DIM
+            if not 1 <= d[k] <= top:  # bounded before a scalar per-layer value is repeated `depth` times
+                raise ConfigError(f"{source}: {k}={d[k]} is outside 1..{top}")
         out: dict[str, Any] = {k: d[k] for k in SCALAR_FIELDS}
         for names, depth_key in ((LAYER_FIELDS_ENC, "encoder_layer_num"), (LAYER_FIELDS_DEC, "decoder_layer_num")):
             depth = d[depth_key]
@@ -141,8 +149,7 @@ def load_subconfig(path: str | Path) -> SubConfig:
 
 def save_subconfig(cfg: SubConfig, path: str | Path, hat_format: bool = False, space: "DesignSpace | None" = None) -> None:
     d = cfg.to_hat_dict(space) if hat_format else cfg.to_dict()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(d, sort_keys=False, default_flow_style=None), encoding="utf-8")
+    atomic_write_text(path, yaml.safe_dump(d, sort_keys=False, default_flow_style=None))
 
 
 def ende_attn_count(a: int) -> int:

@@ -78,6 +78,11 @@ class DesignSpace:
         unknown = sorted(set(self.choices) - set(ALL_FIELDS))
         if unknown:
             raise ConfigError(f"{source}: unknown choice key(s) {', '.join(unknown)}")
+        empty = [k for k in ALL_FIELDS if not self.choices[k]]
+        if empty:
+            raise ConfigError(f"{source}: no choices for {', '.join(empty)} (each gene needs at least one)")
+        if any(v < 1 for k in SCALAR_FIELDS for v in self.choices[k]):
+            raise ConfigError(f"{source}: dims and layer numbers must be >= 1")
         limits = {k: getattr(self, f"super_{k}") for k in SUPER_KEYS if k in ALL_FIELDS}
         for k, lim in limits.items():
             if max(self.choices[k]) > lim:
@@ -103,6 +108,15 @@ class DesignSpace:
                         f"{source}: {k}[{i}]={v} is not in space {self.name} (choices {list(self.choices[k])})"
                     )
         return cfg
+
+    def size(self) -> int:
+        """How many distinct SubConfigs the space holds (per-layer genes counted up to each depth)."""
+        c = {k: len(v) for k, v in self.choices.items()}
+        enc = c["encoder_ffn_embed_dim"] * c["encoder_self_attention_heads"]
+        dec = c["decoder_ffn_embed_dim"] * c["decoder_self_attention_heads"] * c["decoder_ende_attention_heads"] * \
+            c["decoder_arbitrary_ende_attn"]
+        return (c["encoder_embed_dim"] * c["decoder_embed_dim"] * sum(enc ** n for n in self.choices["encoder_layer_num"])
+                * sum(dec ** n for n in self.choices["decoder_layer_num"]))
 
     def contains(self, cfg: SubConfig) -> bool:
         try:

@@ -18,6 +18,7 @@ from hat.data.sources import ddtp, ding, libreoffice, wesnoth
 from hat.data.sources.align import Pair
 from hat.data.sources.apt import Apt
 from hat.errors import DataError
+from hat.files import atomic_open
 from hat.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,9 @@ ORIGINS = SOURCES.names()
 
 
 def _save_tsv(path: Path, pairs: list[Pair]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w") as f:
         for a, b in pairs:
             f.write(f"{' '.join(a.split())}\t{' '.join(b.split())}\n")
-    tmp.replace(path)
 
 
 def _load_tsv(path: Path) -> Iterator[Pair]:

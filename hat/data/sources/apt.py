@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from hat.errors import DataError
+from hat.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ class Apt:
         (self.lists / "partial").mkdir(parents=True, exist_ok=True)
         (self.root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
         sandbox = 'APT::Sandbox::User "root";\n' if os.geteuid() == 0 else ""
-        self.conf.write_text(
+        atomic_write_text(
+            self.conf,
             "#clear Acquire::Languages;\n"
             'Acquire::Languages { "en"; "de"; "fr"; };\n'
             'Acquire::GzipIndexes "false";\n'
@@ -55,7 +57,7 @@ class Apt:
         r = self.run("update")
         if r.returncode != 0:
             raise DataError(f"apt-get update failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
-        marker.write_text("ok\n")
+        atomic_write_text(marker, "ok\n")
 
     def translation_text(self, lang: str) -> str:
         """Concatenated `Translation-<lang>` indexes of all suites (decompressed)."""
@@ -117,5 +119,5 @@ def extract_deb(deb: Path, dest: Path, keep: Callable[[str], bool]) -> Path:
         proc.wait()
     if proc.returncode != 0:
         raise DataError(f"{deb}: dpkg-deb failed with status {proc.returncode}")
-    marker.write_text("ok\n")
+    atomic_write_text(marker, "ok\n")
     return dest
