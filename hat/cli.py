@@ -24,6 +24,7 @@ COMMANDS = [
     "export",
     "evaluate",
     "average_checkpoints",
+    "translate",
     "demo",
 ]
 

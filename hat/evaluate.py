@@ -1,8 +1,14 @@
-"""BLEU of a SubTransformer on a test set: decoding (`hat.model.generate.generate`) and sacrebleu.
+"""BLEU of a SubTransformer on a test set: decoding (the translator's `generate`) and sacrebleu.
 
 * `score(hyps, refs, origins=None, tokenized=False)`: detokenized BLEU and chrF (sacrebleu,
   with signatures), BLEU per origin tag, and optionally HAT-style tokenized BLEU.
 * `evaluate(translator, data_dir, subset, ...)`: both, on a `hat prepare` directory.
+* `evaluate_text(translator, src, ref, origin=None, ...)`: both, on raw parallel text files
+  (`hat evaluate --src F --ref F`), with the model's own tokenizer; empty source lines give
+  empty hypotheses, as in `hat translate`.
+
+The translator is any export `hat.export.runtimes.open_model` opens (standalone float32 or int8,
+ONNX, CTranslate2): decoding goes through its `generate` / `translate`.
 
 Tokenized BLEU (`tokenized=True`), as HAT reports it: hypotheses and references are the
 SentencePiece-DETOKENIZED text, tokenized with sacrebleu's `13a` (Moses-like; or `intl`),
@@ -19,7 +25,6 @@ from pathlib import Path
 from typing import Sequence
 
 from hat.errors import DataError
-from hat.model.generate import generate
 
 _COMPOUND = re.compile(r"(\S)-(\S)")
 
@@ -119,22 +124,13 @@ def evaluate(
     data_dir: str | Path,
     subset: str = "test",
     *,
-    beam: int = 4,
-    lenpen: float = 0.6,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
-    max_tokens: int = 4096,
-    max_sentences: int | None = None,
     limit: int | None = None,
-    tokenized: bool = False,
-    tok: str = "13a",
-    compound: bool | None = None,
     hyps: Sequence[str] | None = None,
     progress: bool = True,
+    **options,
 ) -> tuple[dict, list[str]]:
-    """Decode (or take `hyps`) and score `subset` of a prepared directory; returns (results, hyps)."""
-    import time
-
+    """Decode (or take `hyps`) and score `subset` of a prepared directory; returns (results, hyps).
+    `options`: decoding (`Translator.generate`'s) and scoring (`score`'s) keywords."""
     from hat.data.dataset import ParallelDataset
 
     data_dir = Path(data_dir)
@@ -151,29 +147,90 @@ def evaluate(
         fallback=lambda: [translator.tgt_tokenizer.decode(ds.tgt[i].tolist()) for i in range(len(ds))],
     )[:n]
     origins = ds.origins[:n] if ds.origins is not None else None
+
+    def decode(**kw) -> tuple[list[str], int]:
+        sources = [ds.src[i] for i in range(n)]
+        ids = translator.generate(sources, progress=progress, desc=subset, **kw)
+        truncated = sum(len(x) > translator.model.args.max_positions for x in sources)  # generate() cut them
+        return [translator.tgt_tokenizer.decode(h) for h in ids], truncated
+
+    res, hyps = _decode_and_score(decode, refs, origins, hyps, f"{n} sentences of {subset}", **options)
+    res.update({"data": str(data_dir), "subset": subset, "src": ds.src_lang, "tgt": ds.tgt_lang,
+                "model": translator.source})
+    return res, hyps
+
+
+def evaluate_text(
+    translator,
+    src: str | Path,
+    ref: str | Path,
+    origin: str | Path | None = None,
+    *,
+    limit: int | None = None,
+    hyps: Sequence[str] | None = None,
+    progress: bool = True,
+    **options,
+) -> tuple[dict, list[str]]:
+    """`evaluate` on raw parallel text (`src` and `ref` one sentence per line, optional `origin`
+    tags per line), no data directory: the model's own SentencePiece model and dictionaries."""
+    from hat.data.text import read_lines
+
+    sources, refs = read_lines(src, allow_empty_lines=True), read_lines(ref, allow_empty_lines=True)
+    if len(sources) != len(refs):
+        raise DataError(f"{ref}: {len(refs)} lines but {src} has {len(sources)}")
+    origins = None
+    if origin is not None:
+        origins = read_lines(origin)
+        if len(origins) != len(sources):
+            raise DataError(f"{origin}: {len(origins)} lines but {src} has {len(sources)}")
+    n = len(sources) if limit is None else min(limit, len(sources))
+
+    def decode(**kw) -> tuple[list[str], int]:
+        cut: list[int] = []
+        hyps = translator.translate(sources[:n], progress=progress, on_truncate=lambda i, _: cut.append(i), **kw)
+        return hyps, len(cut)
+
+    res, hyps = _decode_and_score(decode, refs[:n], origins[:n] if origins else None, hyps, f"{n} lines of {src}",
+                                  **options)
+    res.update({"data": str(src), "subset": "text", "src_file": str(src), "ref_file": str(ref),
+                "src": translator.src_lang, "tgt": translator.tgt_lang, "model": translator.source})
+    return res, hyps
+
+
+def _decode_and_score(
+    decode,
+    refs: list[str],
+    origins: Sequence[str] | None,
+    hyps: Sequence[str] | None,
+    what: str,
+    *,
+    beam: int = 4,
+    lenpen: float = 0.6,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    max_tokens: int = 4096,
+    max_sentences: int | None = None,
+    tokenized: bool = False,
+    tok: str = "13a",
+    compound: bool | None = None,
+) -> tuple[dict, list[str]]:
+    """`decode(**decoding options)` -> (hypotheses, sources cut to fit), unless `hyps` are given,
+    and `score` against `refs`."""
+    import time
+
     t0 = time.time()
     truncated = 0
     if hyps is None:
-        sources = [ds.src[i] for i in range(n)]
-        truncated = sum(len(s) > translator.model.args.max_positions for s in sources)  # generate() cuts them
-        ids = generate(
-            translator.model, sources, beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
-            max_tokens=max_tokens, max_sentences=max_sentences, progress=progress, desc=f"{subset}",
-        )
-        hyps = [translator.tgt_tokenizer.decode(h) for h in ids]
+        hyps, truncated = decode(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
+                                 max_tokens=max_tokens, max_sentences=max_sentences)
     else:
         hyps = list(hyps)
-        if len(hyps) != n:
-            raise DataError(f"{len(hyps)} hypotheses for {n} sentences of {subset}")
+        if len(hyps) != len(refs):
+            raise DataError(f"{len(hyps)} hypotheses for {what}")
     elapsed = time.time() - t0
-    if compound is None:
-        compound = True
-    res = score(hyps, refs, origins, tokenized=tokenized, tok=tok, compound=compound)
-    res.update({
-        "data": str(data_dir), "subset": subset, "src": ds.src_lang, "tgt": ds.tgt_lang,
-        "beam": beam, "lenpen": lenpen, "max_len_a": max_len_a, "max_len_b": max_len_b,
-        "seconds": round(elapsed, 3), "model": translator.source, "truncated_sources": truncated,
-    })
+    res = score(hyps, refs, origins, tokenized=tokenized, tok=tok, compound=True if compound is None else compound)
+    res.update({"beam": beam, "lenpen": lenpen, "max_len_a": max_len_a, "max_len_b": max_len_b,
+                "seconds": round(elapsed, 3), "truncated_sources": truncated})
     return res, hyps
 
 

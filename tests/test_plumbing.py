@@ -39,7 +39,7 @@ def test_registry_refuses_duplicates_and_lists_names():
 def test_shipped_registries():
     assert set(ALGORITHMS) == {"evolution", "random", "nsga2"} and set(SCORERS) == {"loss", "params"}
     assert SCORERS["loss"].needs_model and not SCORERS["params"].needs_model
-    assert set(FORMATS) == {"standalone", "fairseq", "onnx"} and set(BACKENDS) == {"torch", "cuda", "onnxruntime"}
+    assert set(FORMATS) == {"standalone", "fairseq", "onnx", "ctranslate2"} and set(BACKENDS) == {"torch", "cuda", "onnxruntime"}
 
 
 def test_first_line():

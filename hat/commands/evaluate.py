@@ -7,28 +7,32 @@ import json
 import sys
 from pathlib import Path
 
-from hat.commands.settings import compute_device
 from hat.errors import HatError
 from hat.files import atomic_write_text
 
 EXAMPLES = """examples:
   hat evaluate --model export/subnet/model.pt --data data/debian.de-en
   hat evaluate --checkpoint SUPER.pt --config subnet.yml --data data/debian.de-en --beam 1 --limit 200
+  hat evaluate --model export/onnx-int8 --src newstest.de --ref newstest.en --out newstest.hyp.en
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "evaluate", help="BLEU/chrF of a SubTransformer on a prepared test set",
-        description="Decode SUBSET of a `hat prepare` directory with beam search (batched, sorted by length) "
-                    "and score the detokenized output with sacrebleu (BLEU, chrF, BLEU per origin tag).",
+        "evaluate", help="BLEU/chrF of a SubTransformer on a prepared test set or on raw parallel text",
+        description="Decode SUBSET of a `hat prepare` directory (--data), or raw parallel text (--src/--ref, no "
+                    "data directory needed), with beam search (batched, sorted by length) and score the "
+                    "detokenized output with sacrebleu (BLEU, chrF, BLEU per origin tag).",
         epilog=EXAMPLES,
     )
     m = p.add_mutually_exclusive_group(required=True)
-    m.add_argument("--model", help="standalone model from `hat export --format standalone`")
+    m.add_argument("--model", help="standalone model.pt (float32 or int8) or an ONNX / CTranslate2 export directory")
     m.add_argument("--checkpoint", help="SuperTransformer checkpoint of `hat train` (needs --config)")
     p.add_argument("--config", help="SubConfig YAML to cut out of --checkpoint (ours or HAT's keys)")
-    p.add_argument("--data", required=True, help="prepared data directory (hat prepare)")
+    p.add_argument("--data", help="prepared data directory (hat prepare); or give --src and --ref")
+    p.add_argument("--src", help="raw source text, one sentence per line (instead of --data)")
+    p.add_argument("--ref", help="raw references, line by line with --src")
+    p.add_argument("--origin", help="with --src: a tag per line (e.g. the domain) for BLEU per origin")
     p.add_argument("--subset", default="test", help="split to evaluate (default: test)")
     p.add_argument("--beam", type=int, default=4, help="beam size (1: greedy)")
     p.add_argument("--lenpen", type=float, default=0.6, help="length penalty: score / len**lenpen")
@@ -38,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-sentences", "--batch-size", type=int, default=None, help="sentences per batch")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N sentences")
     p.add_argument("--out", help="write hypotheses here, one per line in corpus order "
-                                 "(default: SUBSET.hyp.TGT next to the model, never overwritten without --force)")
+                                 "(default with --data: SUBSET.hyp.TGT next to the model, never overwritten without "
+                                 "--force; with --src: not written)")
     p.add_argument("--force", action="store_true", help="overwrite the default hypotheses file next to the model")
     p.add_argument("--hyps", help="score this hypotheses file instead of decoding")
     p.add_argument("--tokenized-bleu", action="store_true",
@@ -46,37 +51,41 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "compound-split (a-b -> a ##AT##-##AT## b), scored on tokens")
     p.add_argument("--tok", default="13a", choices=["13a", "intl"], help="tokenizer for --tokenized-bleu")
     p.add_argument("--no-compound-split", action="store_true", help="skip compound splitting in --tokenized-bleu")
-    p.add_argument("--compute", default="cpu", help="torch device to decode on: cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--compute", default="cpu", help="device to decode on: cpu | cuda | cuda:N (int8: cpu)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch, onnxruntime, CTranslate2)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from hat.evaluate import evaluate
-    from hat.export.standalone import load, load_any
+    from hat.commands.translate import check_decoding_args
+    from hat.evaluate import evaluate, evaluate_text
+    from hat.export.runtimes import open_model
+    from hat.export.standalone import load_any
 
     if args.checkpoint and not args.config:
         raise HatError(f"{args.checkpoint}: --checkpoint needs --config SUBNET.yml (or use --model)")
-    if not Path(args.data).is_dir():
+    text = args.src is not None or args.ref is not None
+    if text and (args.src is None or args.ref is None):
+        raise HatError("--src and --ref go together (raw parallel text)")
+    if text and args.data and args.checkpoint is None:
+        raise HatError("give --data (a prepared directory) or --src/--ref (raw text), not both")
+    if not text and not args.data:
+        raise HatError("give --data (a prepared directory) or --src and --ref (raw parallel text)")
+    if args.origin and not text:
+        raise HatError("--origin goes with --src/--ref (a prepared directory has its own origin tags)")
+    if args.data and not text and not Path(args.data).is_dir():
         raise HatError(f"{args.data}: data directory not found")
-    for flag, value, low in (("--beam", args.beam, 1), ("--limit", args.limit, 1), ("--max-tokens", args.max_tokens, 1),
-                             ("--max-sentences", args.max_sentences, 1), ("--threads", args.threads, 1),
-                             ("--max-len-a", args.max_len_a, 0), ("--max-len-b", args.max_len_b, 0)):
-        if value is not None and not value >= low:
-            raise HatError(f"{flag} must be >= {low}, got {value}")
-    device = compute_device(args.compute)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = check_decoding_args(args)
+    if args.limit is not None and not args.limit >= 1:
+        raise HatError(f"--limit must be >= 1, got {args.limit}")
     model_file = Path(args.model or args.checkpoint)
-    if not args.out and not args.hyps and not args.force:  # refuse before decoding, not after
+    if not text and not args.out and not args.hyps and not args.force:  # refuse before decoding, not after
         for old in model_file.parent.glob(f"{glob.escape(args.subset)}.hyp.*"):
             raise HatError(f"{old}: exists (hypotheses of an earlier evaluation, which other results may refer to); "
                            "pass --out FILE, or --force to overwrite it")
     if args.model:
-        tr = load(args.model, device)
+        tr = open_model(args.model, device, args.threads)
         model_path = Path(args.model)
     else:
         tr = load_any(args.checkpoint, args.config, args.data, device)
@@ -89,13 +98,15 @@ def run(args: argparse.Namespace) -> int:
         hyps_in = hp.read_text(encoding="utf-8").split("\n")
         if hyps_in and hyps_in[-1] == "":
             hyps_in.pop()
-    res, hyps = evaluate(
-        tr, args.data, args.subset, beam=args.beam, lenpen=args.lenpen, max_len_a=args.max_len_a,
-        max_len_b=args.max_len_b, max_tokens=args.max_tokens, max_sentences=args.max_sentences, limit=args.limit,
-        tokenized=args.tokenized_bleu, tok=args.tok, compound=not args.no_compound_split, hyps=hyps_in,
-        progress=not args.json,
-    )
-    if hyps_in is None:
+    options = dict(beam=args.beam, lenpen=args.lenpen, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
+                   max_tokens=args.max_tokens, max_sentences=args.max_sentences, limit=args.limit,
+                   tokenized=args.tokenized_bleu, tok=args.tok, compound=not args.no_compound_split, hyps=hyps_in,
+                   progress=not args.json)
+    if text:
+        res, hyps = evaluate_text(tr, args.src, args.ref, args.origin, **options)
+    else:
+        res, hyps = evaluate(tr, args.data, args.subset, **options)
+    if hyps_in is None and (args.out or not text):
         out = Path(args.out) if args.out else model_path.parent / f"{args.subset}.hyp.{res['tgt']}"
         atomic_write_text(out, "".join(h + "\n" for h in hyps))
         res["hypotheses"] = str(out)
@@ -103,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(res))
         return 0
     print(f"model       {res['model']}")
-    print(f"data        {res['data']} [{res['subset']}] {res['src']}->{res['tgt']}, {res['n']} sentences, "
+    data = f"{res['src_file']} / {res['ref_file']}" if res["subset"] == "text" else f"{res['data']} [{res['subset']}]"
+    print(f"data        {data} {res['src']}->{res['tgt']}, {res['n']} sentences, "
           f"beam {res['beam']}, lenpen {res['lenpen']}, {res['seconds']:.1f} s")
     print(f"BLEU        {res['bleu']:.2f}   {res['bleu_signature']}")
     print(f"chrF        {res['chrf']:.2f}   {res['chrf_signature']}")

@@ -1,4 +1,5 @@
-"""`hat export`: a SubTransformer as a standalone file, a fairseq checkpoint + plugin, or ONNX."""
+"""`hat export`: a SubTransformer as a standalone file, a fairseq checkpoint + plugin, ONNX graphs or
+a CTranslate2 model, float32 or int8 (`--quantize int8`)."""
 from __future__ import annotations
 
 import argparse
@@ -10,15 +11,17 @@ from hat.export import FORMATS
 EXAMPLES = """examples:
   hat export --checkpoint SUPER.pt --config subnet.yml --out export/subnet
   hat export --checkpoint SUPER.pt --config subnet.yml --format onnx --out export/onnx
+  hat export --checkpoint export/model.pt --format onnx --quantize int8 --out export/onnx-int8
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="export a SubTransformer (standalone | fairseq | onnx)",
+        "export", help="export a SubTransformer (standalone | fairseq | onnx | ctranslate2)",
         description="Cut --config out of a SuperTransformer --checkpoint (or take a standalone model) and write it "
-                    "as a standalone file (DIR/model.pt), a fairseq checkpoint with its --user-dir plugin, or ONNX "
-                    "encoder + decoder-step graphs.",
+                    "as a standalone file (DIR/model.pt), a fairseq checkpoint with its --user-dir plugin, ONNX "
+                    "encoder + decoder-step graphs, or a CTranslate2 model (SubConfigs with one head count per "
+                    "encoder and per decoder and no arbitrary encoder-decoder attention).",
         epilog=EXAMPLES,
     )
     p.add_argument("--checkpoint", required=True, help="SuperTransformer checkpoint (hat train) or a standalone model.pt")
@@ -29,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (onnx format)")
     p.add_argument("--no-verify", action="store_true", help="onnx: skip the onnxruntime-vs-torch check")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="int8 weights (default: float32): torch dynamic quantization of the Linear layers "
+                        "(standalone), onnxruntime dynamic quantization (onnx), CTranslate2's int8 (ctranslate2); "
+                        "the exported file records it and hat.load / hat translate run it on the CPU")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -37,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from hat.export import export, load_any  # noqa: PLC0415
 
     tr = load_any(args.checkpoint, args.config, args.data)
-    kw = {}
+    kw = {"quantize": args.quantize} if args.quantize else {}
     if args.format == "onnx":
-        kw = {"opset": args.opset, "verify": not args.no_verify}
+        kw.update(opset=args.opset, verify=not args.no_verify)
     try:
         res = export(tr, args.format, args.out, **kw)
     except ImportError as e:  # the optional extras are named after their format

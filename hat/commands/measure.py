@@ -31,7 +31,10 @@ PROTOCOL_HELP = {
     "runs": "timed runs per config", "drop_frac": "fraction of fastest and of slowest runs dropped",
     "vocab_size": "joint vocabulary for embeddings/output projection (default: 8000 for tiny spaces, 32768 otherwise)",
     "threads": "torch intra-op threads (default: torch's)",
-    "backend": "timer/runtime", "timer": "wall (HAT's) or cpu: the measuring thread's CPU time, which ignores time "
+    "backend": "timer/runtime",
+    "quantize": "int8: time the int8 model (as `hat export --quantize int8` writes it) on the torch or onnxruntime "
+                "backend; use a separate --out and device name for its dataset (default: float32)",
+    "timer": "wall (HAT's) or cpu: the measuring thread's CPU time, which ignores time "
                                          "stolen by other processes on a shared machine (needs --threads 1)",
 }
 
@@ -56,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, help="number of distinct configs the file should hold")
     p.add_argument("--out", required=True, help="CSV to append to (resumes if it exists)")
     add_option(p, OPTIONS, "seed", "config-sampling seed (same seed = same configs)")
-    choices = {"backend": BACKENDS.names(), "timer": TIMERS}
+    choices = {"backend": BACKENDS.names(), "timer": TIMERS, "quantize": ["int8"]}
     for name in PROTOCOL_SHOWN:
         add_option(p, PROTOCOL_SHOWN, name, PROTOCOL_HELP[name], choices=choices.get(name))
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")

@@ -56,11 +56,7 @@ def read_lines(path: str | Path, *, allow_empty_lines: bool = False) -> list[str
         raw.pop()
     lines = []
     for i, b in enumerate(raw, 1):
-        try:
-            s = b.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}:{i}: not valid UTF-8 (byte {e.start + 1} of the line)") from None
-        s = s.removesuffix("\r")
+        s = decode_line(b, path, i)
         if i == 1:
             s = s.removeprefix("\ufeff")
         brk = next((c for c in s if c in LINE_BREAKS), None)
@@ -71,6 +67,14 @@ def read_lines(path: str | Path, *, allow_empty_lines: bool = False) -> list[str
             raise DataError(f"{path}:{i}: empty line")
         lines.append(s.strip())
     return lines
+
+
+def decode_line(raw: bytes, path: str | Path, lineno: int) -> str:
+    """One line's bytes as text (a trailing CR dropped); bad UTF-8 is a DataError naming the line."""
+    try:
+        return raw.decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start + 1} of the line)") from None
 
 
 def read_parallel(prefix: str | Path, src: str, tgt: str, *, default_origin: str = "text") -> Split:

@@ -12,6 +12,12 @@ decoder_step.onnx
     out  lprobs (B, V) float32 log-probabilities of the next token,
          new_self_k_i, new_self_v_i (B, T+1, qkv)
 
+onnx.json
+    names of the graphs' inputs/outputs, pad/eos, max_positions, the SubConfig, the largest
+    difference from `hat.model` found by the check, and `"quantization": "int8"` when the graphs'
+    MatMul weights are int8 (`hat export --format onnx --quantize int8`, onnxruntime's dynamic
+    quantization); spm.model and dict.SRC.txt / dict.TGT.txt sit next to it.
+
 The graphs are `hat.model` itself: the encoder graph is `Encoder.forward` + `Decoder.init_state`,
 the decoder graph `Decoder.step`; the wrappers here only name and flatten the tensors.
 Exported with `torch.onnx.export(dynamo=True)` (needs onnx, onnxruntime for the check, and
@@ -31,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hat.errors import ConfigError
+from hat.errors import ConfigError, HatError
 from hat.files import atomic_write_bytes, atomic_write_text
 from hat.model.transformer import EncoderDecoder, LayerState
 from hat.nn import memory_mask
@@ -183,8 +189,44 @@ def _export_both(sub: EncoderDecoder, src: torch.Tensor, dec_args: tuple, enc_pa
                           external_data=False, verbose=False)
 
 
+def quantize_graphs(out_dir: str | Path) -> None:
+    """onnxruntime dynamic int8 quantization of both graphs' MatMul weights (per output channel;
+    the output projection included), in place; each file is replaced atomically."""
+    import logging
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_dir = Path(out_dir)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it advises pre-processing on the root logger
+    try:
+        for name in (ENCODER, DECODER):
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+            os.close(fd)
+            try:
+                quantize_dynamic(out_dir / name, tmp, weight_type=QuantType.QInt8, per_channel=True,
+                                 op_types_to_quantize=["MatMul"])
+                os.replace(tmp, out_dir / name)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+    finally:
+        root.setLevel(level)
+
+
 @torch.no_grad()
-def export_onnx(translator, out_dir: str | Path, opset: int = 18, verify: bool = True) -> dict:
+def export_onnx(translator, out_dir: str | Path, opset: int = 18, verify: bool = True,
+                quantize: str | None = None) -> dict:
+    """The two graphs + `onnx.json` + vocabulary under `out_dir`. `verify` checks the float32
+    graphs against `hat.model` (before any quantization); `quantize="int8"` then quantizes them
+    (`quantize_graphs`) and `onnx.json` records `"quantization": "int8"`."""
+    if getattr(translator, "quantization", None):
+        raise HatError(f"{translator.source}: export ONNX from the float32 model "
+                       f"(--format onnx --quantize {translator.quantization} quantizes the graphs)")
+    if quantize not in (None, "int8"):
+        raise HatError(f"unknown quantization {quantize!r} (choose int8)")
     out_dir = Path(out_dir)
     sub = translator.model.cpu().eval()
     L = sub.decoder.num_layers
@@ -195,6 +237,7 @@ def export_onnx(translator, out_dir: str | Path, opset: int = 18, verify: bool =
         "encoder_inputs": ["src_tokens"], "encoder_outputs": enc_names,
         "decoder_inputs": dec_in, "decoder_outputs": dec_out,
         "num_decoder_layers": L, "qkv_dim": sub.qkv_dim, "pad": sub.args.padding_idx, "eos": 2,
+        "max_positions": sub.args.max_positions,
         "src_lang": translator.src_lang, "tgt_lang": translator.tgt_lang,
         "config": sub.config.to_dict(),
     }
@@ -207,6 +250,9 @@ def export_onnx(translator, out_dir: str | Path, opset: int = 18, verify: bool =
            "encoder": str(enc_path), "decoder_step": str(dec_path)}
     if verify:
         meta["max_abs_diff"] = res["max_abs_diff"] = verify_onnx(sub, out_dir)
+    if quantize:
+        quantize_graphs(out_dir)
+        meta["quantization"] = res["quantization"] = quantize
     atomic_write_text(out_dir / "onnx.json", json.dumps(meta, indent=1))
     return res
 
@@ -215,15 +261,15 @@ class OrtStepper:
     """The two graphs in onnxruntime: `encode` once per batch of sources, then one `step` per
     target token with the KV cache passed explicitly (numpy in, numpy out)."""
 
-    def __init__(self, out_dir: str | Path, threads: int | None = None) -> None:
+    def __init__(self, out_dir: str | Path, threads: int | None = None,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        cpu = ["CPUExecutionProvider"]
-        self.encoder = ort.InferenceSession(str(Path(out_dir) / ENCODER), opts, providers=cpu)
-        self.decoder = ort.InferenceSession(str(Path(out_dir) / DECODER), opts, providers=cpu)
+        self.encoder = ort.InferenceSession(str(Path(out_dir) / ENCODER), opts, providers=list(providers))
+        self.decoder = ort.InferenceSession(str(Path(out_dir) / DECODER), opts, providers=list(providers))
         inputs = self.decoder.get_inputs()
         self.input_names = [i.name for i in inputs]
         self.num_layers = (len(inputs) - 3) // 4

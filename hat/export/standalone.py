@@ -9,20 +9,23 @@ The file is a dict of plain values and tensors only (it loads with
     spm_model     the joint SentencePiece model (bytes)
     src_lang, tgt_lang, src_dict, tgt_dict   dictionaries as [symbol, count] lists (fairseq order)
     meta          provenance: source checkpoint, update, design space, data directory
+    quantization  absent (float32) or "int8": `model` then holds the int8 form of
+                  `hat.export.quantize` (int8 weights + per-row scales of every Linear layer)
 
-`hat.load(path)` returns a `Translator` (model in eval mode + tokenizers + `translate`).
+`hat.load(path)` returns a `Translator` (model in eval mode + tokenizers + `translate`);
+`hat export --quantize int8` writes the int8 file, which `hat.load` runs as such (CPU only).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
 from hat.data.dictionary import Dictionary
 from hat.data.tokenizer import Tokenizer
-from hat.errors import CheckpointError, DataError, first_line
+from hat.errors import CheckpointError, DataError, HatError, first_line
 from hat.files import check_fields, check_tag, load_torch, save_torch
 from hat.model.checkpoint import FORMAT as SUPER_FORMAT
 
@@ -74,8 +77,10 @@ class Translator:
         tgt_lang: str,
         meta: dict | None = None,
         source: str = "model",
+        quantization: str | None = None,
     ) -> None:
         self.model = model.eval()
+        self.quantization = quantization
         self.spm_bytes = spm_bytes
         sp = _spm_from_bytes(spm_bytes, source)
         self.src_dict, self.tgt_dict = src_dict, tgt_dict
@@ -94,8 +99,24 @@ class Translator:
         return next(self.model.parameters()).device
 
     def to(self, device: str | torch.device) -> "Translator":
+        if self.quantization and torch.device(device).type != "cpu":
+            raise HatError(f"{self.source}: {self.quantization} models run on the CPU only")
         self.model.to(device)
         return self
+
+    def quantized(self, quantization: str) -> "Translator":
+        """This model quantized (`hat.export.quantize`: "int8"), as a new Translator on the CPU."""
+        import copy
+
+        from hat.export.quantize import QUANTIZATIONS, quantize_int8
+
+        if quantization not in QUANTIZATIONS:
+            raise HatError(f"unknown quantization {quantization!r} (choose {', '.join(QUANTIZATIONS)})")
+        if self.quantization:
+            raise HatError(f"{self.source}: already quantized ({self.quantization}); start from the float32 model")
+        model = quantize_int8(copy.deepcopy(self.model).cpu())
+        return Translator(model, self.spm_bytes, self.src_dict, self.tgt_dict, self.src_lang, self.tgt_lang,
+                          self.meta, self.source, quantization)
 
     def check_vocab(self, src_dict: Dictionary, tgt_dict: Dictionary, where: str) -> None:
         """Refuse data whose dictionaries differ from the model's."""
@@ -117,24 +138,53 @@ class Translator:
         max_len_b: int = 10,
         max_tokens: int = 4096,
         max_sentences: int | None = None,
+        progress: bool = False,
+        on_truncate: Callable[[int, int], None] | None = None,
     ) -> list[str]:
-        """Detokenized translations of `sentences` (batched by length, returned in input order)."""
+        """Detokenized translations of `sentences` (batched by length, returned in input order).
+        Empty (or blank) sentences translate to empty strings; a sentence longer than the model's
+        positions is cut to fit (`on_truncate(index, tokens)` is told)."""
+        todo = [i for i, s in enumerate(sentences) if s.strip()]
+        src = [self.encode(sentences[i], (lambda n, i=i: on_truncate(i, n)) if on_truncate else None) for i in todo]
+        hyps = self.generate(src, beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
+                             max_tokens=max_tokens, max_sentences=max_sentences, progress=progress)
+        out = [""] * len(sentences)
+        for i, h in zip(todo, hyps):
+            out[i] = self.tgt_tokenizer.decode(h)
+        return out
+
+    def encode(self, sentence: str, on_truncate: Callable[[int], None] | None = None) -> torch.Tensor:
+        """Source ids ending in EOS, cut to the model's `max_positions` (`on_truncate(tokens)` is
+        told the original length when it cuts)."""
+        ids = self.tokenizer.encode(sentence)
+        limit = self.model.args.max_positions
+        if len(ids) > limit:
+            if on_truncate:
+                on_truncate(len(ids))
+            ids = ids[: limit - 1] + ids[-1:]
+        return torch.tensor(ids, dtype=torch.long)
+
+    def generate(self, sources: Sequence[torch.Tensor], **kw: Any) -> list[list[int]]:
+        """Best hypothesis (target ids) per source (ids ending in EOS), in input order: the
+        keywords of `hat.model.generate.generate`. Other runtimes (ONNX, CTranslate2) override this."""
         from hat.model.generate import generate
 
-        src = [torch.tensor(self.tokenizer.encode(s), dtype=torch.long) for s in sentences]
-        hyps = generate(
-            self.model, src, beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
-            max_tokens=max_tokens, max_sentences=max_sentences, progress=False,
-        )
-        return [self.tgt_tokenizer.decode(h) for h in hyps]
+        return generate(self.model, sources, **kw)
 
     def state(self) -> dict[str, Any]:
         """The standalone file's content."""
+        if self.quantization:
+            from hat.export.quantize import int8_state
+
+            weights = int8_state(self.model)
+        else:
+            weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "init_kwargs": self.model.init_kwargs(),
-            "model": {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
+            "model": weights,
+            **({"quantization": self.quantization} if self.quantization else {}),
             "spm_model": self.spm_bytes,
             "src_lang": self.src_lang,
             "tgt_lang": self.tgt_lang,
@@ -159,9 +209,19 @@ def from_state(state: Any, path: str | Path, map_location: str | torch.device = 
     check_fields(state, {"meta": (dict, type(None))}, f"{path}: {WHAT}", CheckpointError)
     src_dict = dict_from_list(state["src_dict"], str(path))
     tgt_dict = dict_from_list(state["tgt_dict"], str(path))
+    quantization = state.get("quantization")
+    if quantization not in (None, "int8"):
+        raise CheckpointError(f"{path}: unknown quantization {quantization!r} (this hat reads int8)")
+    if quantization and torch.device(map_location).type != "cpu":
+        raise HatError(f"{path}: {quantization} models run on the CPU only (use --compute cpu)")
     try:
         model = SubTransformer.from_kwargs(state["init_kwargs"])
-        model.load_state_dict(state["model"])
+        if quantization:
+            from hat.export.quantize import load_int8_state
+
+            model = load_int8_state(model, state["model"])
+        else:
+            model.load_state_dict(state["model"])
     except Exception as e:  # noqa: BLE001 - any mismatch is a broken file
         raise CheckpointError(f"{path}: model state does not match its architecture ({first_line(e, 160)})") from None
     if model.args.src_vocab_size != len(src_dict) or model.args.tgt_vocab_size != len(tgt_dict):
@@ -171,7 +231,7 @@ def from_state(state: Any, path: str | Path, map_location: str | torch.device = 
         )
     return Translator(
         model.to(map_location), state["spm_model"], src_dict, tgt_dict, state["src_lang"], state["tgt_lang"],
-        state.get("meta"), source=str(path),
+        state.get("meta"), source=str(path), quantization=quantization,
     )
 
 

@@ -9,6 +9,8 @@ Every knob is a field of `Protocol`. The model timed is the standalone SubTransf
 Timing backends (the BACKENDS registry): `torch` (CPU, `time.perf_counter`; pure PyTorch, runs
 on a Raspberry Pi as is), `cuda` (CUDA events, when a GPU is present) and `onnxruntime` (only if
 importable). A backend maps (model, protocol) to encoder and decoder closures and their timer.
+`quantize: int8` times the int8 model the deployment runs (`hat export --quantize int8`): torch's
+dynamic quantization of the Linear layers, or onnxruntime's of the graphs.
 """
 from __future__ import annotations
 
@@ -52,9 +54,14 @@ class Protocol:
     threads: int | None = None
     backend: str = "torch"
     timer: str = "wall"  # "cpu": CPU time of the calling thread (needs threads=1; robust on shared machines)
+    quantize: str | None = None  # "int8": time the int8 model (torch dynamic / onnxruntime quantization)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, without `quantize` when unset (so float32 datasets keep their recorded protocol)."""
+        d = asdict(self)
+        if d["quantize"] is None:
+            del d["quantize"]
+        return d
 
     def check(self) -> "Protocol":
         from hat.model import ModelArgs  # noqa: PLC0415
@@ -74,6 +81,10 @@ class Protocol:
             raise ConfigError(f"latency protocol: unknown backend {self.backend!r} (choose {', '.join(BACKENDS)})")
         if self.timer not in TIMERS:
             raise ConfigError(f"latency protocol: unknown timer {self.timer!r} (choose {', '.join(TIMERS)})")
+        if self.quantize not in (None, "int8"):
+            raise ConfigError(f"latency protocol: unknown quantization {self.quantize!r} (choose int8)")
+        if self.quantize and self.backend == "cuda":
+            raise ConfigError("latency protocol: int8 runs on the CPU (--backend torch or onnxruntime)")
         if self.timer == "cpu" and (self.threads != 1 or self.backend != "torch"):
             raise ConfigError("latency protocol: --timer cpu needs --threads 1 and --backend torch "
                               "(it reads the calling thread's CPU clock)")
@@ -272,6 +283,10 @@ def _onnx_closures(model: torch.nn.Module, protocol: Protocol) -> tuple[Callable
 
     tmp = tempfile.TemporaryDirectory(prefix="hat-ort-")
     export_graphs(model, tmp.name)
+    if protocol.quantize:
+        from hat.export.onnx_export import quantize_graphs  # noqa: PLC0415
+
+        quantize_graphs(tmp.name)
     ort = OrtStepper(tmp.name, protocol.threads)
     src, tgt = _inputs(protocol, protocol.vocab_size, torch.device("cpu"))
     src_np, tgt_np = src.numpy(), tgt.numpy()
@@ -292,6 +307,12 @@ def _onnx_closures(model: torch.nn.Module, protocol: Protocol) -> tuple[Callable
 
 @BACKENDS.register("torch")
 def _torch_backend(model: torch.nn.Module, protocol: Protocol) -> tuple[Closure, Closure, Timer]:
+    if protocol.quantize:
+        import copy  # noqa: PLC0415
+
+        from hat.export.quantize import quantize_int8  # noqa: PLC0415
+
+        model = quantize_int8(copy.deepcopy(model))
     enc, dec = _torch_closures(model, protocol, next(model.parameters()).device)
     return enc, dec, _time_thread_cpu if protocol.timer == "cpu" else _time_torch_cpu
 

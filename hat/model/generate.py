@@ -30,9 +30,13 @@ class Hypothesis:
     positional_scores: list[float]
 
 
+def max_length(src_len: int, a: float, b: int, max_positions: int) -> int:
+    """Most tokens (EOS not counted) a hypothesis of a `src_len`-token source may have."""
+    return max(1, min(int(a * src_len + b), max_positions - 1))
+
+
 def _max_lens(src_tokens: torch.Tensor, pad: int, a: float, b: int, max_positions: int) -> list[int]:
-    lens = src_tokens.ne(pad).sum(1).tolist()
-    return [max(1, min(int(a * n + b), max_positions - 1)) for n in lens]
+    return [max_length(n, a, b, max_positions) for n in src_tokens.ne(pad).sum(1).tolist()]
 
 
 def _force_eos(lprobs: torch.Tensor, rows: torch.Tensor, eos: int) -> None:
@@ -166,15 +170,24 @@ def beam_search(
         pos_scores = torch.cat([pos_scores.index_select(0, order), step_lp.unsqueeze(1)], dim=1)
         tokens = torch.cat([tokens.index_select(0, order), new_tok.unsqueeze(1)], dim=1)
         scores = new_scores
-        model.reorder_cache(cache, order)
-        if len(still) != n:
-            enc = enc.reorder(order)  # rows of finished sentences leave the batch
+        # beams move within their sentence: the encoder-decoder K/V (the same for all beams of a
+        # sentence) need gathering only when finished sentences leave the batch
+        model.reorder_cache(cache, order, cross=len(still) != n)
+        if len(still) != n and not cache:  # after the first step the cache holds all the decoder reads
+            enc = enc.reorder(order)
         active = still
         step += 1
     return [sorted(f, key=lambda h: -h.score)[:nbest] for f in finished]
 
 
 # ---- over a corpus ---------------------------------------------------------------------------
+def model_device(model) -> torch.device:
+    """Where `model` computes: its `device` attribute (runtimes that duck-type `EncoderDecoder`,
+    e.g. ONNX Runtime's), else its parameters' device."""
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else next(model.parameters()).device
+
+
 def length_sorted_batches(lengths: Sequence[int], max_tokens: int, max_sentences: int | None) -> list[list[int]]:
     """Indices sorted by length (longest first, stable), cut so `n * max_len <= max_tokens`."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
@@ -238,7 +251,7 @@ def generate(
     from tqdm import tqdm
 
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     sources = truncate_sources(sources, model.args.max_positions, eos, desc)
     lengths = [len(s) for s in sources]
     batches = length_sorted_batches(lengths, max_tokens, max_sentences)

@@ -24,6 +24,7 @@ from hat.nn import (
     EncoderLayer,
     SinusoidalPositions,
     TokenEmbedding,
+    dropout,
     encoder_states,
     memory,
 )
@@ -71,7 +72,11 @@ class LayerState(NamedTuple):
     cross_v: torch.Tensor
     mask: torch.Tensor
 
-    def reorder(self, order: torch.Tensor) -> "LayerState":
+    def reorder(self, order: torch.Tensor, cross: bool = True) -> "LayerState":
+        """Rows `order` of every cached tensor; `cross=False` keeps the encoder-decoder K/V as they
+        are (when `order` only permutes rows that share them, e.g. beams of one sentence)."""
+        if not cross:
+            return self._replace(self_k=self.self_k.index_select(0, order), self_v=self.self_v.index_select(0, order))
         return LayerState(*(None if t is None else t.index_select(0, order) for t in self))
 
 
@@ -124,7 +129,7 @@ class Encoder(nn.Module):
         d = self.embed_dim
         pad = src_tokens.eq(self.padding_idx)
         x = self.embed_tokens(src_tokens, d) * (d**0.5) + self.embed_positions(src_tokens, d)
-        x = F.dropout(x, self.dropout, self.training)
+        x = dropout(x, self.dropout, self.training)
         return x.masked_fill(pad.unsqueeze(-1), 0.0), pad
 
     def forward(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor | None = None) -> EncoderOut:
@@ -168,7 +173,7 @@ class Decoder(nn.Module):
         d = self.embed_dim
         pos = self.embed_positions(tokens, d) if step is None else self.embed_positions.at(step, d)
         x = self.embed_tokens(tokens, d) * (d**0.5) + pos
-        return F.dropout(x, self.dropout, self.training)
+        return dropout(x, self.dropout, self.training)
 
     def init_state(self, encoder_out: EncoderOut) -> list[LayerState]:
         """Every layer's state before the first step: no past, the encoder-decoder K/V of its memory."""
@@ -192,7 +197,7 @@ class Decoder(nn.Module):
         ((1,) int64), and the state extended by this step. The ONNX decoder graph is this call."""
         x = self.embed(tokens, step)
         new = []
-        for layer, s in zip(self.layers[: self.num_layers], state):
+        for layer, s in zip(self.layers, state):  # one state per active layer (slicing a ModuleList is slow)
             x, k, v = layer.step(x, *s)
             new.append(s._replace(self_k=k, self_v=v))
         return self.output(x), new
@@ -252,9 +257,10 @@ class EncoderDecoder(nn.Module):
         return F.log_softmax(logits.float(), dim=-1)
 
     @staticmethod
-    def reorder_cache(cache: list[LayerState], order: torch.Tensor) -> None:
-        """Select beams in place: self-attention caches are gathered; encoder K/V too."""
-        cache[:] = [s.reorder(order) for s in cache]
+    def reorder_cache(cache: list[LayerState], order: torch.Tensor, cross: bool = True) -> None:
+        """Select beams in place: self-attention caches are gathered; encoder K/V too, unless
+        `cross=False` says every row of `order` reads the same source as the row it replaces."""
+        cache[:] = [s.reorder(order, cross) for s in cache]
 
 
 def make_embeddings(args: ModelArgs, enc_dim: int, dec_dim: int) -> tuple[TokenEmbedding, TokenEmbedding]:

@@ -27,6 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """`F.dropout`, skipped outright where it is the identity (eval mode, p = 0): a decoding step
+    would otherwise pay dozens of no-op calls."""
+    return F.dropout(x, p, training) if training and p > 0 else x
+
+
 # ------------------------------------------------------------------------------------------ embeddings
 def sinusoidal_table(num: int, dim: int, padding_idx: int) -> Tensor:
     half = dim // 2
@@ -205,7 +211,7 @@ class FeedForward(nn.Module):
         self.fc2.configure(in_features=ffn_dim, out_features=dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.dropout(F.relu(self.fc1(x)), self.activation_dropout, self.training))
+        return self.fc2(dropout(F.relu(self.fc1(x)), self.activation_dropout, self.training))
 
 
 def _init_linear(lin: nn.Linear) -> nn.Linear:
@@ -224,7 +230,7 @@ class _Residual(nn.Module):
         return norm(x) if self.normalize_before else x
 
     def _add(self, x: Tensor, y: Tensor, norm: nn.Module) -> Tensor:
-        x = x + F.dropout(y, self.dropout, self.training)
+        x = x + dropout(y, self.dropout, self.training)
         return x if self.normalize_before else norm(x)
 
 
