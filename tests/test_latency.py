@@ -68,7 +68,7 @@ def test_default_beats_on_synthetic_and_roundtrip(tmp_path):
     data, space = _synthetic(260)
     train, test = data.subset(range(200)), data.subset(range(200, 260))
     ctx = Context(vocab_size=8000, qkv_dim=space.qkv_dim)
-    p = fit(train, "default", space, ctx, 100.0, "cpu-2core", seed=0, ensemble=1)  # 1 member: fast
+    p = fit(train, "default", space, ctx, 100.0, "cpu-2core", seed=0)
     m = metrics(test.latency_ms, p.predict(test.configs))
     assert m["mape_pct"] < 5 and m["kendall_tau"] > 0.8
     p.save(tmp_path / "p.pt")
@@ -77,7 +77,7 @@ def test_default_beats_on_synthetic_and_roundtrip(tmp_path):
     assert isinstance(q.predict_one(test.configs[0]), float)
     with pytest.raises(ConfigError, match="super dims"):
         load_predictor(tmp_path / "p.pt", load_space("wmt14.en-de"))
-    h = fit(train, "hat-mlp", space, ctx, 100.0, seed=0, hat_steps=50)  # the recipe, shortened for speed
+    h = fit(train, "hat-mlp", space, ctx, 100.0, seed=0, steps=50)  # the recipe, shortened for speed
     assert h.feature_set == "hat10" and h.predict(test.configs).shape == (60,)
     a = fit(train, "analytic", space, ctx, calib_rows=8)
     assert metrics(test.latency_ms, a.predict(test.configs))["mape_pct"] < 30

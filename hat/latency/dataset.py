@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from hat.errors import ConfigError, DataError
-from hat.space import HAT_FEATURE_NAMES, SubConfig
+from hat.space import HAT_FEATURE_NAMES, DesignSpace, SubConfig, _arbitrary_to_count
 
 LATENCY_COLUMNS = ("latency_mean_encoder", "latency_mean_decoder", "latency_std_encoder", "latency_std_decoder")
 HAT_COLUMNS = HAT_FEATURE_NAMES + LATENCY_COLUMNS
@@ -57,19 +57,22 @@ class LatencyData:
         )
 
 
-def _float(path: Path, lineno: int, col: str, text: str) -> float:
+def _float(where: str, col: str, text: str) -> float:
     try:
         v = float(text)
     except (TypeError, ValueError):
-        raise DataError(f"{path}:{lineno}: column {col} is not a number ({text!r})") from None
+        raise DataError(f"{where}: column {col} is not a number ({text!r})") from None
+    if np.isnan(v):
+        raise DataError(f"{where}: column {col} is NaN")
     if not np.isfinite(v):
-        raise DataError(f"{path}:{lineno}: column {col} is not finite ({text!r})")
+        raise DataError(f"{where}: column {col} is not finite ({text!r})")
     return v
 
 
 def read_latency_csv(path: str | Path) -> LatencyData:
-    """Read our CSV or HAT's as-is. Missing columns, short (truncated) or non-numeric rows and
-    empty files raise DataError naming the file (and line)."""
+    """Read our CSV or HAT's as-is. Missing columns, short (truncated), non-numeric or NaN rows,
+    latencies <= 0 (or a negative std), a repeated header line and empty files raise DataError
+    naming the file, the row (1 = first data row) and its line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -77,11 +80,11 @@ def read_latency_csv(path: str | Path) -> LatencyData:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: unreadable ({type(e).__name__})") from None
-    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
-    if not lines or not lines[0].strip():
+    numbered = [(i, ln) for i, ln in enumerate(text.splitlines(), start=1) if not ln.startswith("#")]
+    if not numbered or not numbered[0][1].strip():
         raise DataError(f"{path}: empty latency CSV (expected a header with {', '.join(HAT_COLUMNS[:2])}, ...)")
     try:
-        rows = list(csv.reader(lines))
+        rows = list(csv.reader([ln for _, ln in numbered]))
     except csv.Error as e:
         raise DataError(f"{path}: malformed CSV ({e})") from None
     header = [h.strip() for h in rows[0]]
@@ -91,21 +94,28 @@ def read_latency_csv(path: str | Path) -> LatencyData:
     col = {c: header.index(c) for c in header}
     has_cfg = "config" in col
     feats, enc, dec, cfgs = [], [], [], []
-    for i, row in enumerate(rows[1:], start=2):
+    for k, ((lineno, _), row) in enumerate(zip(numbered[1:], rows[1:]), start=1):
+        where = f"{path}: row {k} (line {lineno})"
         if not row or all(not x.strip() for x in row):
             continue
+        if [x.strip() for x in row] == header:
+            raise DataError(f"{where}: repeated header line (concatenated CSVs?)")
         if len(row) < len(header):
-            raise DataError(f"{path}:{i}: truncated row ({len(row)} of {len(header)} fields)")
+            raise DataError(f"{where}: truncated row ({len(row)} of {len(header)} fields)")
         if len(row) > len(header):
-            raise DataError(f"{path}:{i}: row has {len(row)} fields, header has {len(header)}")
-        feats.append([_float(path, i, c, row[col[c]]) for c in HAT_FEATURE_NAMES])
-        enc.append(_float(path, i, "latency_mean_encoder", row[col["latency_mean_encoder"]]))
-        dec.append(_float(path, i, "latency_mean_decoder", row[col["latency_mean_decoder"]]))
+            raise DataError(f"{where}: row has {len(row)} fields, header has {len(header)}")
+        feats.append([_float(where, c, row[col[c]]) for c in HAT_FEATURE_NAMES])
+        lat = {c: _float(where, c, row[col[c]]) for c in LATENCY_COLUMNS}
+        for c, v in lat.items():
+            if v < 0 or (v == 0 and c.startswith("latency_mean")):
+                raise DataError(f"{where}: column {c} is {v:g} ({'latencies must be positive' if 'mean' in c else 'a negative std'})")
+        enc.append(lat["latency_mean_encoder"])
+        dec.append(lat["latency_mean_decoder"])
         if has_cfg:
             try:
-                cfgs.append(SubConfig.from_dict(json.loads(row[col["config"]]), source=f"{path}:{i}"))
+                cfgs.append(SubConfig.from_dict(json.loads(row[col["config"]]), source=where))
             except json.JSONDecodeError:
-                raise DataError(f"{path}:{i}: column config is not JSON") from None
+                raise DataError(f"{where}: column config is not JSON") from None
             except ConfigError as e:
                 raise DataError(str(e)) from None
     if not enc:
@@ -119,6 +129,35 @@ def read_latency_csv(path: str | Path) -> LatencyData:
             raise DataError(f"{mp}: malformed JSON") from None
     return LatencyData(str(path), np.array(feats, dtype=np.float64), np.array(enc), np.array(dec),
                        cfgs if has_cfg else None, meta)
+
+
+def check_rows_in_space(data: LatencyData, space: DesignSpace) -> None:
+    """Refuse rows of another design space: a config outside `space`, or (HAT CSVs, which carry only
+    averages) an embed dim / depth not among its choices or an average outside its choices' range."""
+    if data.configs is not None:
+        for k, c in enumerate(data.configs, start=1):
+            try:
+                space.validate(c, source=f"{data.path}: row {k}")
+            except ConfigError as e:
+                raise DataError(f"{e} (a row of another space?)") from None
+        return
+    ch = space.choices
+    ranges = {"encoder_ffn_embed_dim_avg": ch["encoder_ffn_embed_dim"],
+              "encoder_self_attention_heads_avg": ch["encoder_self_attention_heads"],
+              "decoder_ffn_embed_dim_avg": ch["decoder_ffn_embed_dim"],
+              "decoder_self_attention_heads_avg": ch["decoder_self_attention_heads"],
+              "decoder_ende_attention_heads_avg": ch["decoder_ende_attention_heads"],
+              "decoder_arbitrary_ende_attn_avg": [_arbitrary_to_count(a) for a in ch["decoder_arbitrary_ende_attn"]]}
+    for k, f in enumerate(data.hat_features, start=1):
+        v = dict(zip(HAT_FEATURE_NAMES, f))
+        for name in ("encoder_embed_dim", "decoder_embed_dim", "encoder_layer_num", "decoder_layer_num"):
+            if round(v[name]) not in ch[name] or abs(v[name] - round(v[name])) > 1e-6:
+                raise DataError(f"{data.path}: row {k}: {name}={v[name]:g} is not in space {space.name} "
+                                f"(choices {list(ch[name])}; a row of another space?)")
+        for name, vals in ranges.items():
+            if not min(vals) - 1e-6 <= v[name] <= max(vals) + 1e-6:
+                raise DataError(f"{data.path}: row {k}: {name}={v[name]:g} is outside space {space.name}'s "
+                                f"range {min(vals)}-{max(vals)} (a row of another space?)")
 
 
 def write_hat_csv(path: str | Path, data: LatencyData) -> None:
