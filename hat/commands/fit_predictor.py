@@ -20,8 +20,8 @@ from hat.errors import ConfigError, DataError
 from hat.latency.dataset import LatencyData, check_rows_in_space, read_latency_csv
 from hat.latency.devices import resolve_device
 from hat.latency.measure import default_vocab_size
-from hat.latency.predictors import (DEFAULT_LEVEL, MODELS, Context, Predictor, fit, load_predictor, metrics, model_class,
-                                    split_indices, transfer)
+from hat.latency.predictors import (DEFAULT_LEVEL, MODELS, Context, Predictor, check_transfer_source, fit, load_predictor,
+                                    metrics, model_class, split_indices, transfer)
 from hat.space import DesignSpace, load_space
 
 
@@ -57,7 +57,6 @@ def _space_for(args: argparse.Namespace, data: LatencyData) -> DesignSpace | Non
         if args.space:
             raise
         return None
-    check_rows_in_space(data, space)
     return space
 
 
@@ -87,27 +86,37 @@ def scatter_png(path: Path, measured: np.ndarray, predicted: np.ndarray, title: 
     plt.close(fig)
 
 
-def _fit_or_transfer(args: argparse.Namespace, train: LatencyData, space: DesignSpace | None, ctx: Context,
-                     lat_norm: float, device: str) -> Predictor:
-    if args.transfer_from:
-        source = load_predictor(args.transfer_from)
-        if args.model and model_class(args.model) is not type(source):
-            raise ConfigError(f"--model {args.model}: {args.transfer_from} is a {source.name} predictor and "
-                              "--transfer-from keeps its model (drop --model)")
+def _fit_or_transfer(args: argparse.Namespace, source: Predictor | None, train: LatencyData,
+                     space: DesignSpace | None, ctx: Context, lat_norm: float | None, device: str) -> Predictor:
+    if source is not None:
         return transfer(source, train, ctx, lat_norm, device, args.seed, space)
     model = args.model or "default"
     options = {"calib_rows": args.calib_rows} if model_class(model).name == "analytic" else {}
     return fit(train, model, space, ctx, lat_norm or 100.0, device, args.seed, **options)
 
 
+def _transfer_source(args: argparse.Namespace) -> Predictor | None:
+    if not args.transfer_from:
+        return None
+    source = load_predictor(args.transfer_from)
+    if args.model and model_class(args.model) is not type(source):
+        raise ConfigError(f"--model {args.model}: {args.transfer_from} is a {source.name} predictor and "
+                          "--transfer-from keeps its model (drop --model)")
+    return source
+
+
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.level < 1:
         raise ConfigError(f"--level {args.level:g}: must be between 0 and 1 (e.g. 0.9)")
+    source = _transfer_source(args)
     data = read_latency_csv(args.data)
     test = read_latency_csv(args.test) if args.test else None
     space = _space_for(args, data)
-    if test is not None and space is not None:
-        check_rows_in_space(test, space)
+    for d in (data, test):
+        if d is not None and space is not None:
+            check_rows_in_space(d, space)
+        if d is not None and source is not None:
+            check_transfer_source(source, d)
     dev_name = args.device or data.meta.get("device") or ""
     device = None
     if dev_name:
@@ -127,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         train = train.subset(range(min(args.train_rows, len(train))))
     if len(test) < 2:
         raise DataError(f"{args.test or args.data}: fewer than 2 test rows")
-    pred = _fit_or_transfer(args, train, space, ctx, lat_norm, device.name if device else dev_name)
+    pred = _fit_or_transfer(args, source, train, space, ctx, lat_norm, device.name if device else dev_name)
     out = Path(args.out)
     pred.save(out)
     pred.source = str(out)

@@ -9,14 +9,15 @@
 A new model is a `Predictor` subclass decorated with `@register("name")`.
 """
 from hat.latency.predictors.base import (DEFAULT_LEVEL, DEFAULT_MODEL, FORMAT, PREDICTORS, Context, Predictor, Rows,
-                                         conformal_bounds, fit, load_predictor, metrics, model_class, model_names,
-                                         predictor_for_device, register, split_indices, transfer)
+                                         check_transfer_source, conformal_bounds, fit, load_predictor, metrics,
+                                         model_class, model_names, predictor_for_device, register, split_indices,
+                                         transfer)
 from hat.latency.predictors.cost import ANALYTIC_TERMS, Analytic, CostModel, analytic_terms, l1_relative_fit
 from hat.latency.predictors.mlp import CostMLP, HatMLP
 
 MODELS = model_names()
 
 __all__ = ["ANALYTIC_TERMS", "DEFAULT_LEVEL", "DEFAULT_MODEL", "FORMAT", "MODELS", "PREDICTORS", "Analytic", "Context",
-           "CostMLP", "CostModel", "HatMLP", "Predictor", "Rows", "analytic_terms", "conformal_bounds", "fit",
-           "l1_relative_fit", "load_predictor", "metrics", "model_class", "model_names", "predictor_for_device",
-           "register", "split_indices", "transfer"]
+           "CostMLP", "CostModel", "HatMLP", "Predictor", "Rows", "analytic_terms", "check_transfer_source",
+           "conformal_bounds", "fit", "l1_relative_fit", "load_predictor", "metrics", "model_class", "model_names",
+           "predictor_for_device", "register", "split_indices", "transfer"]
