@@ -108,7 +108,8 @@ def read_latency_csv(path: str | Path) -> LatencyData:
         lat = {c: _float(where, c, row[col[c]]) for c in LATENCY_COLUMNS}
         for c, v in lat.items():
             if v < 0 or (v == 0 and c.startswith("latency_mean")):
-                raise DataError(f"{where}: column {c} is {v:g} ({'latencies must be positive' if 'mean' in c else 'a negative std'})")
+                why = "latencies must be positive" if c.startswith("latency_mean") else "a negative std"
+                raise DataError(f"{where}: column {c} is {v:g} ({why})")
         enc.append(lat["latency_mean_encoder"])
         dec.append(lat["latency_mean_decoder"])
         if has_cfg:

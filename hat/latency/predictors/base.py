@@ -123,6 +123,9 @@ def conformal_bounds(ratios: np.ndarray, level: float) -> tuple[float, float]:
     return float(r[lo - 1]), float(r[hi - 1])
 
 
+FitOne = Callable[["Predictor", "Rows", np.ndarray], None]  # fits a blank copy on some rows (calibration)
+
+
 # ---- the registry ----------------------------------------------------------------------------------
 PREDICTORS: dict[str, type["Predictor"]] = {}
 
@@ -263,7 +266,7 @@ class Predictor:
         lo, hi = self.bounds(level)
         return p, p * lo, p * hi
 
-    def _calibrate(self, rows: Rows, y: np.ndarray, seed: int, fit_one: Callable[["Predictor", Rows, np.ndarray], None]) -> None:
+    def _calibrate(self, rows: Rows, y: np.ndarray, seed: int, fit_one: FitOne) -> None:
         folds, method = calibration_folds(len(y), seed, self.CALIBRATION_FOLDS)
         ratios = []
         for tr, ca in folds:

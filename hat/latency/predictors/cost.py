@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from hat.latency.predictors.base import Context, Predictor, Rows, register
+from hat.latency.predictors.base import Context, FitOne, Predictor, Rows, register
 
 ANALYTIC_TERMS = (
     "enc_macs", "dec_macs", "out_macs", "dec_weight_bytes", "enc_ops", "dec_ops", "dec_mem_ops", "heads_ops",
@@ -160,9 +160,21 @@ class Analytic(Predictor):
     def _calibrate_from(self, prior: np.ndarray, rows: Rows, y: np.ndarray, seed: int) -> None:
         a = _analytic_basis(analytic_terms(rows.raw10, self.context))
         n = self.options["calib_rows"]
-        idx = np.random.default_rng(seed).permutation(len(y))[: len(y) if n is None else n]
-        coef = prior * _calibrate(a[idx] * prior, y[idx])
-        self.state = {"coef": torch.tensor(coef, dtype=torch.float64), "calib_rows": int(len(idx))}
+        self.used = np.random.default_rng(seed).permutation(len(y))[: len(y) if n is None else n]
+        coef = prior * _calibrate(a[self.used] * prior, y[self.used])
+        self.state = {"coef": torch.tensor(coef, dtype=torch.float64), "calib_rows": int(len(self.used))}
+
+    def _calibrate(self, rows: Rows, y: np.ndarray, seed: int, fit_one: FitOne) -> None:
+        """Fit on `calib_rows` rows: the rows it leaves out calibrate this very fit (plain split
+        conformal), rather than refits on other few rows, whose errors differ from this one's."""
+        n = self.options["calib_rows"]
+        if n is None or len(y) - n < 10:
+            return super()._calibrate(rows, y, seed, fit_one)
+        fit_one(self, rows, y)
+        rest = np.setdiff1d(np.arange(len(y)), self.used)
+        ratios = y[rest] / np.maximum(self._predict(rows.subset(rest)), 1e-9)
+        self.interval = {"ratios": torch.tensor(np.sort(ratios)), "method": f"held-out rows (fit on {n})",
+                         "rows": int(len(y))}
 
     def _fit(self, rows: Rows, y: np.ndarray, seed: int) -> None:
         self._calibrate_from(ANALYTIC_PRIOR, rows, y, seed)
