@@ -134,8 +134,10 @@ def learning_curve(args: argparse.Namespace) -> list[dict]:
     print(f"data {args.data}: {len(data)} rows, test {len(test)} rows (fixed)")
     print("| model | rows | RMSE ms | MAPE % | Kendall tau | within 10 % | 90 % coverage | fit s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    runs = [("analytic", len(pool), {"calib_rows": 0}), ("analytic", len(pool), {"calib_rows": 10})]
-    runs += [(m, n, {"steps": args.hat_steps} if m == "hat-mlp" else {}) for n in sizes for m in ("default", "hat-mlp")]
+    models = args.models.split(",")
+    runs = [("analytic", len(pool), {"calib_rows": k}) for k in (0, 10) if "analytic" in models]
+    runs += [(m, n, {"steps": args.hat_steps} if m == "hat-mlp" else {}) for n in sizes for m in ("default", "hat-mlp")
+             if m in models]
     for model, n, opts in runs:
         t0 = time.perf_counter()
         m = scored(fit(pool.subset(range(n)), model, space, ctx, 100.0, "bench", args.seed, **opts), test, t0)
@@ -144,7 +146,7 @@ def learning_curve(args: argparse.Namespace) -> list[dict]:
         rows.append(m)
         print(f"| {m['model']} | {m['train_rows']} | {m['rmse_ms']:.3f} | {m['mape_pct']:.2f} | {m['kendall_tau']:.4f} "
               f"| {m['within10_pct']:.1f} | {m['coverage_pct']:.1f} | {m['fit_s']:.1f} |", flush=True)
-    if args.png:
+    if args.png and {"analytic", "default", "hat-mlp"} <= set(models):
         plot_curve(rows, args.png, f"latency predictors on {args.data} (test {len(test)} rows)")
     return rows
 
@@ -183,6 +185,7 @@ def main() -> None:
     ap.add_argument("--data", help="our latency CSV (with configs): learning curve")
     ap.add_argument("--space", default="tiny-latency")
     ap.add_argument("--sizes", default="50,100,200,500,all")
+    ap.add_argument("--models", default="analytic,default,hat-mlp", help="learning curve: which models")
     ap.add_argument("--test-frac", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
