@@ -153,12 +153,7 @@ def run(args: argparse.Namespace) -> int:
     scatter_png(Path(f"{stem}.scatter.png"), test.latency_ms, p,
                 f"{pred.name}: RMSE {m['rmse_ms']:.2f} ms, MAPE {m['mape_pct']:.2f}%, tau {m['kendall_tau']:.3f}")
     if args.predictions_out:
-        Path(args.predictions_out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.predictions_out, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["row", "measured_ms", "predicted_ms", "lower_ms", "upper_ms"])
-            for i, row in enumerate(zip(test.latency_ms, p, lo, hi)):
-                w.writerow([i, *(f"{v:.4f}" for v in row)])
+        write_predictions(Path(args.predictions_out), test.latency_ms, p, lo, hi)
     how = f"adapted from {args.transfer_from}, " if args.transfer_from else ""
     print(f"{pred.name} ({how}{pred.feature_set} features, {used}) -> {out}")
     print(f"test ({len(test)} rows): RMSE {m['rmse_ms']:.3f} ms  MAPE {m['mape_pct']:.2f}%  Kendall tau "
@@ -166,6 +161,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.level:.0%} interval ({m['interval_calibration']}): coverage {m['coverage_pct']:.1f}% of test rows, "
           f"mean width {m['interval_width_pct']:.1f}% of the prediction")
     return 0
+
+
+def write_predictions(path: Path, measured: np.ndarray, *columns: np.ndarray) -> None:
+    """`row,measured_ms,predicted_ms,lower_ms,upper_ms`, one line per test row in order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "measured_ms", "predicted_ms", "lower_ms", "upper_ms"])
+        for i, row in enumerate(zip(measured, *columns)):
+            w.writerow([i, *(f"{v:.4f}" for v in row)])
 
 
 def predict_rows(pred: Predictor, data: LatencyData, level: float = DEFAULT_LEVEL) -> tuple[np.ndarray, ...]:
