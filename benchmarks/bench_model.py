@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hat.model import ModelArgs, SuperTransformer, extract
-from hat.nn.positions import sinusoidal_table
+from hat.nn.blocks import sinusoidal_table
 from hat.space import load_space
 
 PAD, EOS = 1, 2

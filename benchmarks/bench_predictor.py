@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hat.commands.fit_predictor import context_for
 from hat.latency.dataset import LatencyData, read_latency_csv
+from hat.latency.estimate import context_for
 from hat.latency.predictors import Context, fit, metrics, split_indices, transfer
 from hat.space import load_space
 

@@ -24,8 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hat.search import (EvolutionSettings, Latency, LossScorer, MacsPredictor, ParamsScorer,  # noqa: E402
-                        evolution_search, kendall_tau, random_search)
+from hat.latency.estimate import Latency, select_predictor  # noqa: E402
+from hat.search import (EvolutionSettings, LossScorer, ParamsScorer, evolution_search, kendall_tau,  # noqa: E402
+                        random_search)
 from hat.space import describe, load_space, load_subconfig, save_subconfig  # noqa: E402
 
 
@@ -44,16 +45,6 @@ def _subnets(space, n: int, seed: int):
         if c not in out:
             out.append(c)
     return out
-
-
-def _predictor(args, space):
-    if args.predictor == "macs" or args.predictor is None:
-        return Latency(MacsPredictor(space, 100.0), "macs x 100 ms/GMAC")
-    from hat.latency.predictors import load_predictor
-
-    p = load_predictor(args.predictor)
-    p.check_space(space)
-    return Latency(p, args.predictor)
 
 
 def part_scratch(args) -> None:
@@ -87,7 +78,7 @@ def _loss_scorer(model, args) -> LossScorer:
 
 def part_inherited(args) -> None:
     """Kendall tau between inherited-weight valid loss and trained-from-scratch valid loss."""
-    from hat.train.checkpoint import load_super_checkpoint
+    from hat.model import load_super_checkpoint
 
     res = json.loads(Path(args.json).read_text())["scratch"]
     model, ck = load_super_checkpoint(args.checkpoint)
@@ -111,7 +102,7 @@ def part_inherited(args) -> None:
 
 def part_proxy(args) -> None:
     """Kendall tau between the params proxy and the inherited-weight loss over sampled subnets."""
-    from hat.train.checkpoint import load_super_checkpoint
+    from hat.model import load_super_checkpoint
 
     model, _ = load_super_checkpoint(args.checkpoint)
     cfgs = _subnets(model.space, args.n, args.seed + 1)
@@ -132,11 +123,11 @@ def part_proxy(args) -> None:
 
 def part_search(args) -> None:
     """Evolution vs random search at equal evaluations, 3 latency constraints, inherited loss."""
-    from hat.train.checkpoint import load_super_checkpoint
+    from hat.model import load_super_checkpoint
 
     model, _ = load_super_checkpoint(args.checkpoint)
     space = model.space
-    lat = _predictor(args, space)
+    lat = Latency(*select_predictor(args.predictor or "macs", None, space))
     sample = lat.many(_subnets(space, 500, 7))
     cons = [float(np.percentile(sample, q)) for q in (10, 30, 60)]
     s = EvolutionSettings(population=args.population, parents=args.parents, mutations=args.mutations,
@@ -174,7 +165,7 @@ def main() -> None:
     p.add_argument("part", choices=["scratch", "inherited", "proxy", "search"])
     p.add_argument("--checkpoint", default="checkpoints/tiny-debian/checkpoint_best.pt")
     p.add_argument("--data", default="data/debian.de-en")
-    p.add_argument("--predictor", default="macs", help="predictor file or 'macs'")
+    p.add_argument("--predictor", default="macs", help="predictor file, macs or macs:MS_PER_GMAC")
     p.add_argument("--json", default="benchmarks/out/bench_search.json")
     p.add_argument("--work", default="benchmarks/out/scratch")
     p.add_argument("--n", type=int, default=10)

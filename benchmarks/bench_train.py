@@ -18,7 +18,7 @@ from torch import nn
 from hat.data.batching import batch_by_tokens, collate
 from hat.data.dataset import ParallelDataset
 from hat.model import ModelArgs, SuperTransformer
-from hat.nn.positions import sinusoidal_table
+from hat.nn.blocks import sinusoidal_table
 from hat.space import load_space
 from hat.train import Sampler, build_optimizer, label_smoothed_nll_loss
 

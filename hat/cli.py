@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from hat.errors import HatError
+from hat.errors import HatError, first_line
 
 COMMANDS = [
     "info",
@@ -26,8 +26,31 @@ COMMANDS = [
 ]
 
 
+class UsageError(HatError):
+    """A command line argparse refuses (unknown flag, missing or badly typed value)."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one line (no usage block) and returns to
+    `main` instead of exiting, so `main([...])` answers 2 like every other bad input."""
+
+    def error(self, message: str):  # noqa: ANN201  (argparse's signature; never returns)
+        raise UsageError(self.prog, f"{message} (see `{self.prog} --help`)")
+
+
+def os_error_line(e: OSError) -> str:
+    """`PATH: reason` of a failed file operation (read-only directory, disk full, a directory where
+    a file is expected, ...): what the user must fix, on one line."""
+    where = f"{e.filename}: " if e.filename is not None else ""
+    return f"{where}{e.strerror or first_line(e)}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hat", description="Hardware-aware Transformer architecture search.")
+    parser = _Parser(prog="hat", description="Hardware-aware Transformer architecture search.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -36,12 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; bad input and failed file operations are one line on stderr and exit 2."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(f"{e.prog}: error: {e}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except HatError as e:  # bad input: one line, no traceback
         print(f"hat {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no; hat's writes are atomic, so nothing was half-written
+        print(f"hat {args.command}: error: {os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"hat {args.command}: interrupted", file=sys.stderr)

@@ -1,4 +1,5 @@
 """Errors that the CLI reports as one line (file and problem) with exit code 2."""
+from __future__ import annotations
 
 
 class HatError(Exception):
@@ -15,3 +16,13 @@ class DataError(HatError):
 
 class CheckpointError(HatError):
     """A checkpoint that is corrupt, truncated or does not match the model."""
+
+
+def first_line(e: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (its type name when empty), for one-line errors.
+
+    Library messages (torch, YAML, OmegaConf) often span many lines; the CLI prints one.
+    """
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line[:limit] if limit else line

@@ -1,10 +1,5 @@
-"""Generation over a test set and scoring with sacrebleu.
+"""BLEU of a SubTransformer on a test set: decoding (`hat.model.generate.generate`) and sacrebleu.
 
-* `generate(model, sources, ...)`: batched beam (or greedy) search, batches sorted by source
-  length under a token budget, hypotheses returned in corpus order. The length limit is per
-  sentence (`max_len_a * src_len + max_len_b`, `src_len` counting EOS), so results do not
-  depend on how sentences are batched. fairseq computes it from the PADDED batch length;
-  the two agree at batch size 1 (`fairseq-generate --batch-size 1`).
 * `score(hyps, refs, origins=None, tokenized=False)`: detokenized BLEU and chrF (sacrebleu,
   with signatures), BLEU per origin tag, and optionally HAT-style tokenized BLEU.
 * `evaluate(translator, data_dir, subset, ...)`: both, on a `hat prepare` directory.
@@ -23,9 +18,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from hat.errors import DataError
+from hat.model.generate import generate
 
 _COMPOUND = re.compile(r"(\S)-(\S)")
 
@@ -33,76 +27,6 @@ _COMPOUND = re.compile(r"(\S)-(\S)")
 def compound_split(line: str) -> str:
     """HAT/fairseq `compound_split_bleu.sh`: perl -ple 's{(\\S)-(\\S)}{$1 ##AT##-##AT## $2}g'."""
     return _COMPOUND.sub(r"\1 ##AT##-##AT## \2", line)
-
-
-# ------------------------------------------------------------------------------------------ generation
-def length_sorted_batches(lengths: Sequence[int], max_tokens: int, max_sentences: int | None) -> list[list[int]]:
-    """Indices sorted by length (longest first, stable), cut so `n * max_len <= max_tokens`."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    cur_max = 0
-    for i in order:
-        n = lengths[i]
-        new_max = max(cur_max, n)
-        if cur and ((len(cur) + 1) * new_max > max_tokens or (max_sentences and len(cur) >= max_sentences)):
-            batches.append(cur)
-            cur, new_max = [], n
-        cur.append(i)
-        cur_max = new_max
-    if cur:
-        batches.append(cur)
-    return batches
-
-
-def _left_pad(seqs: Sequence[torch.Tensor], pad: int) -> torch.Tensor:
-    width = max(len(s) for s in seqs)
-    out = torch.full((len(seqs), width), pad, dtype=torch.long)
-    for r, s in enumerate(seqs):
-        out[r, width - len(s):] = s
-    return out
-
-
-@torch.no_grad()
-def generate(
-    model,
-    sources: Sequence[torch.Tensor],
-    *,
-    beam: int = 4,
-    lenpen: float = 0.6,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
-    max_tokens: int = 4096,
-    max_sentences: int | None = None,
-    pad: int = 1,
-    eos: int = 2,
-    progress: bool = True,
-    desc: str = "generate",
-) -> list[list[int]]:
-    """Best hypothesis (token ids, no EOS) for each source (ids ending in EOS), in input order."""
-    from tqdm import tqdm
-
-    from hat.model import beam_search, greedy_search
-
-    model.eval()
-    device = next(model.parameters()).device
-    lengths = [len(s) for s in sources]
-    batches = length_sorted_batches(lengths, max_tokens, max_sentences)
-    out: list[list[int] | None] = [None] * len(sources)
-    bar = tqdm(total=len(sources), desc=desc, unit="sent", disable=None if progress else True, leave=False)
-    for idx in batches:
-        src = _left_pad([sources[i] for i in idx], pad).to(device)
-        src_lengths = torch.tensor([lengths[i] for i in idx], device=device)
-        kw = dict(eos=eos, pad=pad, max_len_a=max_len_a, max_len_b=max_len_b)
-        if beam <= 1:
-            hyps = [h.tokens for h in greedy_search(model, src, src_lengths, **kw)]
-        else:
-            hyps = [h[0].tokens for h in beam_search(model, src, src_lengths, beam=beam, lenpen=lenpen, **kw)]
-        for i, h in zip(idx, hyps):
-            out[i] = [t for t in h if t != eos]
-        bar.update(len(idx))
-    bar.close()
-    return out  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -228,8 +152,10 @@ def evaluate(
     )[:n]
     origins = ds.origins[:n] if ds.origins is not None else None
     t0 = time.time()
+    truncated = 0
     if hyps is None:
         sources = [ds.src[i] for i in range(n)]
+        truncated = sum(len(s) > translator.model.args.max_positions for s in sources)  # generate() cuts them
         ids = generate(
             translator.model, sources, beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
             max_tokens=max_tokens, max_sentences=max_sentences, progress=progress, desc=f"{subset}",
@@ -246,6 +172,6 @@ def evaluate(
     res.update({
         "data": str(data_dir), "subset": subset, "src": ds.src_lang, "tgt": ds.tgt_lang,
         "beam": beam, "lenpen": lenpen, "max_len_a": max_len_a, "max_len_b": max_len_b,
-        "seconds": round(elapsed, 3), "model": translator.source,
+        "seconds": round(elapsed, 3), "model": translator.source, "truncated_sources": truncated,
     })
     return res, hyps

@@ -13,7 +13,7 @@ import torch
 from hat.cli import main
 from hat.data import (Dictionary, IndexedDataset, ParallelDataset, Tokenizer, batch_by_tokens, collate,
                       load_data, write_indexed)
-from hat.data import debian
+from hat.data.sources import apt, ddtp, ding, libreoffice, wesnoth
 from hat.data.prepare import prepare_text
 from hat.data.text import filter_pairs, read_parallel, split_by_source
 from hat.errors import DataError
@@ -230,7 +230,7 @@ def test_collate_padding_and_shift():
 def test_parse_ding():
     lines = ["# comment", "Haus {n} | Das Haus ist groß. :: house | The house is big.",
              "Katze {f}; Mieze {f} :: cat; puss", "A | B | C :: a | b"]
-    assert debian.parse_ding(lines) == [("Das Haus ist groß.", "The house is big.")]
+    assert ding.parse_ding(lines) == [("Das Haus ist groß.", "The house is big.")]
 
 
 def test_pair_ddtp():
@@ -239,7 +239,7 @@ def test_pair_ddtp():
           "Package: bar\nDescription-md5: zzz\nDescription-en: other\n body\n")
     de = ("Package: foo\nDescription-md5: abc\nDescription-de: Werkzeug für Dinge\n"
           " Foo ist ein Werkzeug. Es tut Dinge schnell.\n .\n Zweiter Absatz hier.\n")
-    pairs = debian.pair_ddtp(debian.parse_translation_index(en), debian.parse_translation_index(de))
+    pairs = ddtp.pair_ddtp(ddtp.parse_translation_index(en), ddtp.parse_translation_index(de))
     assert pairs == [("Werkzeug für Dinge", "tool to do things"), ("Foo ist ein Werkzeug.", "Foo is a tool."),
                      ("Es tut Dinge schnell.", "It does things quickly."), ("Zweiter Absatz hier.", "Second paragraph here.")]
 
@@ -267,19 +267,19 @@ def test_read_mo_and_pair(tmp_path):
     _write_mo(mo, {"": "Content-Type: text/plain; charset=UTF-8\n", "The orcs are coming!": "Die Orks kommen!",
                    "female^Guard": "Wächterin", "Gold: $amount": "Gold: $amount", "ctx\x04Hello there.": "Hallo.",
                    "untranslated": ""})
-    cat = debian.read_mo(mo)
+    cat = wesnoth.read_mo(mo)
     assert cat["The orcs are coming!"] == "Die Orks kommen!" and cat["Hello there."] == "Hallo."
-    assert sorted(debian.pair_mo(cat)) == [("Die Orks kommen!", "The orcs are coming!"), ("Hallo.", "Hello there."),
+    assert sorted(wesnoth.pair_mo(cat)) == [("Die Orks kommen!", "The orcs are coming!"), ("Hallo.", "Hello there."),
                                             ("Wächterin", "Guard")]
     (tmp_path / "bad.mo").write_bytes(b"garbage" * 10)
     with pytest.raises(DataError, match="bad.mo"):
-        debian.read_mo(tmp_path / "bad.mo")
+        wesnoth.read_mo(tmp_path / "bad.mo")
 
 
 def test_parse_help_html():
     html = ('<html><body><p id="par_id1" class="paragraph">Choose <span class="menuitem">Tools</span> now.</p>'
             '<h1 id="hd_id2">Title</h1><p id="other">skip</p></body></html>')
-    assert debian.parse_help_html(html) == {"par_id1": "Choose Tools now.", "hd_id2": "Title"}
+    assert libreoffice.parse_help_html(html) == {"par_id1": "Choose Tools now.", "hd_id2": "Title"}
 
 
 def test_filter_and_grouped_split():
@@ -301,7 +301,7 @@ def test_filter_and_grouped_split():
 
 
 def test_debian_without_apt(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(debian.shutil, "which", lambda name: None)
+    monkeypatch.setattr(apt.shutil, "which", lambda name: None)
     rc = main(["prepare", "debian", "--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c")])
     assert rc == 2 and "hat prepare text" in capsys.readouterr().err
 

@@ -1,7 +1,7 @@
 """The demo's own logic: baselines, summary table and plot (the stages are the tested CLIs)."""
 import json
 
-from hat.demo import QUICK, uniform_configs, write_summary
+from hat.commands.demo import QUICK, uniform_configs, write_summary
 from hat.space import load_space
 
 

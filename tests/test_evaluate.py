@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from hat.cli import main
-from hat.evaluate import compound_split, length_sorted_batches, score
+from hat.evaluate import compound_split, score
+from hat.model.generate import length_sorted_batches
 from test_export import shared_setup
 
 

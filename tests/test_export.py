@@ -17,7 +17,8 @@ import hat
 from hat.cli import main
 from hat.data import ParallelDataset, batch_by_tokens, collate
 from hat.errors import CheckpointError
-from hat.model import ModelArgs, SuperTransformer, beam_search
+from hat.model import ModelArgs, SuperTransformer, beam_search, greedy_search
+from hat.model.generate import left_pad
 from hat.space import DesignSpace, SubConfig, save_subconfig
 
 WORDS = {"haus": "house", "katze": "cat", "hund": "dog", "groß": "big", "klein": "small",
@@ -80,7 +81,8 @@ def make_data(tmp: Path, n_train: int = 400, n_test: int = 40) -> Path:
 
 def make_checkpoint(tmp: Path, data: Path, steps: int = 50, seed: int = 0) -> Path:
     """A SuperTransformer briefly trained on `data` (mostly the test subnet), saved as `hat train` does."""
-    from hat.train.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
+    from hat.files import save_torch
+    from hat.model.checkpoint import FORMAT, FORMAT_VERSION
 
     torch.manual_seed(seed)
     threads = torch.get_num_threads()
@@ -105,7 +107,7 @@ def make_checkpoint(tmp: Path, data: Path, steps: int = 50, seed: int = 0) -> Pa
     state = {"format": FORMAT, "version": FORMAT_VERSION, "model": model.state_dict(), "space": space.to_dict(),
              "model_args": args.to_dict(), "update": steps, "config": {"data": str(data)}}
     path = tmp / "checkpoints" / "checkpoint_best.pt"
-    save_checkpoint(state, [path])
+    save_torch(state, [path])
     return path
 
 
@@ -139,7 +141,7 @@ def setup(tmp_path_factory) -> dict:
 
 
 def _super(ckpt: Path) -> SuperTransformer:
-    from hat.train.checkpoint import load_super_checkpoint
+    from hat.model import load_super_checkpoint
 
     model, _ = load_super_checkpoint(ckpt)
     return model.configure(SUB).eval()
@@ -170,7 +172,12 @@ def test_standalone_translate_needs_no_data_dir(setup, tmp_path):
     out = tr.translate(src, beam=4, lenpen=0.6)
     assert len(out) == 2 and all(isinstance(s, str) for s in out)
     assert out == [tr.translate([s], beam=4, lenpen=0.6)[0] for s in src]  # batching does not matter
-    assert tr.translate(["Das haus ist rot."], beam=1) == tr.translate(["Das haus ist rot."], beam=1)
+    # translate = SentencePiece + dictionary in, the model's own search, dictionary + SentencePiece out
+    ids = [torch.tensor(tr.src_dict.encode_pieces(tr.tokenizer.sp.encode(s, out_type=str))) for s in src]
+    by_hand = beam_search(tr.model, left_pad(ids, 1), beam=4, lenpen=0.6)
+    assert out == [tr.tgt_tokenizer.sp.decode_pieces(tr.tgt_dict.string(h[0].tokens).split()) for h in by_hand]
+    greedy = [h.tokens for h in greedy_search(tr.model, left_pad(ids[:1], 1))]
+    assert tr.translate(src[:1], beam=1) == [tr.tgt_tokenizer.decode(greedy[0])]
     assert tr.src_lang == "de" and tr.tgt_lang == "en" and tr.meta["update"] == 50
 
 

@@ -129,7 +129,7 @@ def test_elastic_linear_is_front_slice_of_weight():
 
 
 def test_head_count_changes_head_dim_not_params():
-    att = MultiheadAttention(16, 16, 8, 4, elastic=True).eval()
+    att = MultiheadAttention(16, 16, 8, 4, linear=ElasticLinear).eval()
     n = sum(p.numel() for p in att.parameters())
     x = torch.randn(1, 5, 16)
     att.configure(16, 16, 4, 0.0)
@@ -200,3 +200,90 @@ def test_training_step_backprop_only_touches_active_slices():
     finally:
         model.zero_grad()
         model.eval()
+
+
+def _imported_modules(path) -> list[str]:
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    mods = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            mods += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            mods.append("." * node.level + (node.module or ""))
+    return mods
+
+
+def test_blocks_import_nothing_from_hat():
+    """hat/nn/blocks.py is copied into fairseq exports: torch and the standard library only."""
+    from pathlib import Path
+
+    from hat.export.fairseq_export import PLUGIN_SRC
+    from hat.nn import blocks
+
+    mods = _imported_modules(Path(blocks.__file__))
+    assert mods and all(m.split(".")[0] in ("__future__", "math", "typing", "torch") for m in mods), mods
+    plugin = _imported_modules(PLUGIN_SRC / "__init__.py")
+    assert not [m for m in plugin if m.split(".")[0] == "hat"] and ".blocks" in plugin
+
+
+def test_arbitrary_attention_rule_matches_the_cost_model():
+    """`hat.nn.ende_layers` (what the model runs) and `space.encoder_layers_attended` (what params
+    and MACs count) are one rule, written twice only because space.py has no torch."""
+    from hat.nn import ende_layers
+    from hat.space import encoder_layers_attended
+
+    space = odd_space()
+    for seed in range(50):
+        cfg = space.sample(random.Random(seed))
+        for i, a in enumerate(cfg.decoder_arbitrary_ende_attn):
+            assert ende_layers(a, cfg.encoder_layer_num) == encoder_layers_attended(cfg, i)
+
+
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_decoder_step_is_the_incremental_forward(key):
+    """`Decoder.step` over an explicit cache (what ONNX exports) equals the eager decode_step, and
+    the full forward runs the same `DecoderLayer.step` with no past."""
+    model = get_model(key)
+    cfg = model.space.sample(random.Random(7))
+    sub = extract(model, cfg).eval()
+    src, prev = batch(7)
+    with torch.no_grad():
+        enc = sub.encode(src)
+        state = sub.decoder.init_state(enc)
+        cache: list = []
+        for t in range(prev.size(1)):
+            logits, state = sub.decoder.step(prev[:, t : t + 1], torch.tensor([t]), state)
+            ref = sub.decode_step(prev[:, : t + 1], enc, cache)
+            assert torch.equal(F.log_softmax(logits[:, -1].float(), dim=-1), ref)
+        assert all(s.self_k.shape == (3, prev.size(1), sub.qkv_dim) for s in state)
+        for s, c in zip(state, cache):
+            assert all(torch.equal(x, y) for x, y in zip(s, c))
+
+
+def test_length_check_is_at_the_eager_entry_points():
+    model = extract(get_model("tiny-postnorm-shared"), load_space("tiny").smallest()).eval()
+    n = model.args.max_positions
+    long = torch.full((1, n + 1), 5)
+    with pytest.raises(ValueError, match="longer than max_positions"):
+        model.encode(long)
+    with pytest.raises(ValueError, match="longer than max_positions"):
+        model.decode_step(long, model.encode(long[:, :5]), [])
+    model.encode(torch.cat([torch.full((1, 3), PAD), long[:, :n]], dim=1))  # pads do not count
+
+
+def test_layer_step_over_a_cached_prefix_equals_one_causal_pass():
+    """`DecoderLayer.step` with a past of P positions and T > 1 new ones is causal across both."""
+    model = extract(get_model("odd-prenorm-separate"), odd_space().sample(random.Random(2))).eval()
+    layer = model.decoder.layers[0]
+    src, _ = batch(2)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, model.decoder.embed_dim, generator=g)
+    with torch.no_grad():
+        s = model.decoder.init_state(model.encode(src))[0]
+        full, k, v = layer.step(x, None, None, s.cross_k, s.cross_v, s.mask)
+        head, k3, v3 = layer.step(x[:, :3], None, None, s.cross_k, s.cross_v, s.mask)
+        tail, k7, v7 = layer.step(x[:, 3:], k3, v3, s.cross_k, s.cross_v, s.mask)
+    assert torch.allclose(torch.cat([head, tail], dim=1), full, atol=1e-5)
+    assert torch.allclose(k7, k) and torch.allclose(v7, v)

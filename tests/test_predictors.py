@@ -166,9 +166,9 @@ def test_saved_predictor_carries_the_interval(tmp_path, split):
 
 def test_registry_refuses_duplicate_names():
     assert {"cost", "hat-mlp", "analytic", "cost-mlp"} <= set(PREDICTORS)
-    with pytest.raises(ValueError, match="already taken"):
+    with pytest.raises(ValueError, match="already registered"):
         register("cost")(type("Other", (Predictor,), {}))
-    with pytest.raises(ValueError, match="already taken"):
+    with pytest.raises(ValueError, match="reserved"):
         register("default")(type("Other", (Predictor,), {}))
     with pytest.raises(ConfigError, match="unknown predictor model"):
         fit(device(20, seed=0), "no-such-model")

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from hat.cli import main
+from hat.latency.estimate import Latency, MacsPredictor
 from hat.model import ModelArgs, SuperTransformer
-from hat.search import (EvolutionSettings, FunctionScorer, Latency, LossScorer, MacsPredictor, NoFeasibleConfigError,
-                        ParamsScorer, decoder_params, dominates, evolution_search, kendall_tau, non_dominated,
-                        random_search)
+from hat.search import (EvolutionSettings, FunctionScorer, LossScorer, NoFeasibleConfigError, ParamsScorer,
+                        decoder_params, dominates, evolution_search, kendall_tau, non_dominated, random_search)
 from hat.search.nsga2 import GeneCodec, nsga2_search
 from hat.search.state import LOG_COLUMNS
 from hat.space import features_full, load_space, load_subconfig, macs, num_params
@@ -124,13 +124,16 @@ def test_resume_after_interruption_gives_same_result(tmp_path, algo):
         algo(SPACE, ParamsScorer(SPACE), _lat(), CONSTRAINT + 1, s, state_path=state)
 
 
-def test_resume_after_kill_in_subprocess(tmp_path):
-    """A real kill (SIGKILL mid-search) then `hat search` again reaches the uninterrupted result."""
+@pytest.mark.parametrize("algorithm", ["evolution", pytest.param("nsga2", marks=needs_pymoo)])
+def test_resume_after_kill_in_subprocess(tmp_path, capsys, algorithm):
+    """A real kill (SIGKILL mid-search) then `hat search` again reaches the uninterrupted result,
+    going on from the generation the state file holds (NSGA-II's algorithm rebuilt from plain data)."""
     import subprocess
     import sys
     import time
 
-    common = ["search", "--scorer", "params", "--space", "tiny", "--predictor", "macs", "--latency-constraint",
+    common = ["search", "--algorithm", algorithm, "--scorer", "params", "--space", "tiny", "--predictor", "macs",
+              "--latency-constraint",
               str(CONSTRAINT), "--population", "20", "--parents", "5", "--mutations", "8", "--crossovers", "7",
               "--iterations", "60", "--no-progress", "--tensorboard-dir", "none"]
     ref_out = tmp_path / "ref" / "s.yml"
@@ -148,7 +151,9 @@ def test_resume_after_kill_in_subprocess(tmp_path):
     p.wait()
     gen = json.loads(state.read_text())["generation"]
     assert 0 <= gen < 60 and not out.is_file()
+    capsys.readouterr()
     assert main(common + ["--out", str(out)]) == 0
+    assert f"resumed {state} after generation {gen} " in capsys.readouterr().err
     assert load_subconfig(out) == load_subconfig(ref_out)
     ref_rows = list(csv.DictReader(open(ref_out.with_suffix(".log.csv"))))
     rows = list(csv.DictReader(open(out.with_suffix(".log.csv"))))
@@ -207,7 +212,8 @@ def _corpus(path: Path, n: int, seed: int) -> str:
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     """`hat prepare text` data + a random tiny SuperTransformer saved as a `hat train` checkpoint."""
-    from hat.train.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
+    from hat.files import save_torch
+    from hat.model.checkpoint import FORMAT, FORMAT_VERSION
 
     tmp = tmp_path_factory.mktemp("search")
     train, valid = _corpus(tmp / "train", 200, 0), _corpus(tmp / "valid", 40, 1)
@@ -219,7 +225,7 @@ def tiny_setup(tmp_path_factory):
     args = ModelArgs(src_vocab_size=vocab, tgt_vocab_size=vocab)
     model = SuperTransformer(SPACE, args)
     ckpt = tmp / "super.pt"
-    save_checkpoint({"format": FORMAT, "version": FORMAT_VERSION, "model": model.state_dict(),
+    save_torch({"format": FORMAT, "version": FORMAT_VERSION, "model": model.state_dict(),
                      "space": SPACE.to_dict(), "model_args": args.to_dict(), "update": 0, "config": {}}, [ckpt])
     return data, ckpt, model
 

@@ -1,6 +1,7 @@
 """SuperTransformer training: loss, schedules, sampling, checkpoints, SIGKILL-resume, DDP."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -16,9 +17,13 @@ import torch.nn.functional as F
 import yaml
 
 from hat.cli import main
+from hat.data import ParallelDataset, batch_by_tokens, collate
 from hat.errors import CheckpointError
 from hat.space import load_space, save_subconfig
-from hat.train import LRSchedule, Sampler, label_smoothed_nll_loss, load_checkpoint, load_super_checkpoint
+from hat.model.checkpoint import load_checkpoint, load_super_checkpoint
+from hat.train import LRSchedule, Sampler, distill_loss, label_smoothed_nll_loss
+from hat.train.config import load_train_config
+from hat.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +72,11 @@ def _train(work: Path, save_dir: Path, *overrides: str) -> int:
 
 def _model_state(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
+
+
+def _log(run: Path) -> list[list[tuple[str, int]]]:
+    return [[(kind, rec["update"]) for kind, rec in json.loads(line).items()]
+            for line in (run / "train_log.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -132,13 +142,23 @@ def test_training_writes_checkpoints_and_loss_falls(trained):
 
 
 def test_load_super_checkpoint_rebuilds_the_model(trained, work):
-    model, ck = load_super_checkpoint(trained / "checkpoint_best.pt")
+    """The rebuilt model reproduces the validation losses the trainer recorded at that update:
+    a number computed during training from the live model, not read back from the same file."""
+    model, ck = load_super_checkpoint(trained / "checkpoint_last.pt")
     assert not model.training
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, ck["model"][k])
-    src = torch.tensor([[5, 6, 7, 2]])
-    out = model(src, torch.tensor([4]), torch.tensor([[2, 5, 6]]), model.space.smallest())
-    assert out.shape[:2] == (1, 3) and torch.isfinite(out).all()
+    recorded = ck["valid"][-1]
+    assert recorded["update"] == ck["update"] == 30
+    ds = ParallelDataset(work / "data", "valid")
+    batches = batch_by_tokens(ds.src_sizes, ds.tgt_sizes, 256, seed=1, epoch=1, shuffle=False, max_positions=64)
+    for name, sub in (("largest", model.space.largest()), ("smallest", model.space.smallest())):
+        loss = ntok = 0.0
+        with torch.no_grad():
+            for ids in batches:
+                b = collate([ds[i] for i in ids], ds.tgt_dict.pad, ds.tgt_dict.eos)
+                logits = model(b["src_tokens"], b["src_lengths"], b["prev_output_tokens"], sub)
+                loss += label_smoothed_nll_loss(logits, b["target"], 0.1, ds.tgt_dict.pad)[0].item()
+                ntok += b["ntokens"]
+        assert loss / ntok == pytest.approx(recorded[name]["loss"], rel=1e-5), name
 
 
 def test_bad_checkpoints_are_refused(trained, work, tmp_path, capsys):
@@ -161,7 +181,7 @@ def test_bad_checkpoints_are_refused(trained, work, tmp_path, capsys):
     assert "design space 'test-micro'" in err and str(bad) in err
 
 
-def test_sigkill_then_resume_is_bitwise_identical(work, tmp_path):
+def test_sigkill_then_resume_is_bitwise_identical(work, tmp_path, capsys):
     over = ["max_updates=150", "save_interval=10", "validate_interval=50", "log_interval=50"]
     ref = tmp_path / "ref"
     assert _train(work, ref, *over) == 0
@@ -175,7 +195,15 @@ def test_sigkill_then_resume_is_bitwise_identical(work, tmp_path):
     proc.wait()
     at = load_checkpoint(killed / "checkpoint_last.pt")["update"]
     assert 10 <= at < 150, "the run must have been killed mid-way"
+    capsys.readouterr()
     assert _train(work, killed, *over) == 0
+    # it resumed (from the kill's last checkpoint) rather than started over: both would end equal
+    err = capsys.readouterr().err
+    assert f"resumed from {killed / 'checkpoint_last.pt'} at update {at} " in err, err
+    log = [json.loads(line) for line in (killed / "train_log.jsonl").read_text().splitlines()]
+    keys = [(kind, rec["update"]) for r in log for kind, rec in r.items()]
+    assert len(keys) == len(set(keys)) and keys == [k for r in _log(ref) for k in r]
+    assert not list(killed.glob(".*.tmp"))
     a, b = _model_state(ref / "checkpoint_last.pt"), _model_state(killed / "checkpoint_last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     oa = load_checkpoint(ref / "checkpoint_last.pt")["optimizer"]["state"]
@@ -191,13 +219,61 @@ def test_sandwich_with_distillation_trains(work, tmp_path):
     assert ck["update"] == 10 and math.isfinite(ck["valid"][-1]["smallest"]["loss"])
 
 
+def test_distill_loss_is_cross_entropy_to_the_teacher():
+    torch.manual_seed(0)
+    logits, teacher_logits = torch.randn(2, 4, 9, requires_grad=True), torch.randn(2, 4, 9)
+    target = torch.randint(3, 9, (2, 4))
+    target[1, 2:] = 1  # pad
+    teacher = torch.softmax(teacher_logits, -1)
+    got = distill_loss(logits, teacher, target, ignore_index=1)
+    keep = target.ne(1)
+    want = -(teacher * F.log_softmax(logits, -1)).sum(-1)[keep].sum()
+    assert torch.allclose(got, want)
+    got.backward()  # d/dlogits of CE(teacher, softmax(logits)) = softmax(logits) - teacher, pads 0
+    grad = (torch.softmax(logits, -1) - teacher) * keep.unsqueeze(-1)
+    assert torch.allclose(logits.grad, grad, atol=1e-6)
+
+
+def _one_update(work: Path, tmp: Path, *over: str) -> Trainer:
+    cfg = load_train_config(str(work / "cfg.yaml"), [f"save_dir={tmp}", "sampling.policy=sandwich",
+                                                     "sampling.sandwich_k=0", "dropout=0", "attention_dropout=0",
+                                                     "label_smoothing=0", *over])
+    trainer = Trainer(cfg)
+    trainer.train_step()
+    return trainer
+
+
+def test_distillation_changes_the_subnets_loss_and_gradients(work, tmp_path):
+    """Sandwich with distillation: the smallest subnet learns from the largest's outputs (detached),
+    so its gradients change with distill_alpha; alpha 0 is plain sandwich."""
+    def grads(*over: str) -> dict[str, torch.Tensor]:
+        t = _one_update(work, tmp_path / "_".join(over), *over)
+        return {n: p.grad.clone() for n, p in t.model.named_parameters() if p.grad is not None}
+
+    largest = tmp_path / "largest.yml"
+    save_subconfig(load_space(work / "space.yaml").largest(), largest)
+    teacher = grads("sampling.policy=fixed", f"sampling.subnet={largest}")  # the largest subnet alone
+    plain = grads("sampling.distill=false")
+    zero = grads("sampling.distill=true", "sampling.distill_alpha=0.0")
+    half = grads("sampling.distill=true", "sampling.distill_alpha=0.5")
+    full = grads("sampling.distill=true", "sampling.distill_alpha=1.0")
+    assert plain.keys() == zero.keys() == half.keys() == full.keys() == teacher.keys()
+    assert all(torch.allclose(plain[n], zero[n], atol=1e-7) for n in plain)
+    w = "decoder.layers.0.ffn.fc1.weight"  # trained by both the teacher and the smallest subnet
+    # the distillation term has gradients of its own: alpha 1 is not just the teacher's
+    assert not torch.allclose(full[w], teacher[w], atol=1e-6)
+    assert not torch.allclose(plain[w], half[w]) and not torch.allclose(half[w], full[w])
+    # gradients are linear in alpha: half = (plain + full) / 2 for every parameter
+    assert all(torch.allclose(half[n], (plain[n] + full[n]) / 2, atol=1e-6) for n in plain)
+
+
 def test_fixed_subnet_retraining_from_inherited_weights(trained, work, tmp_path):
     space = load_space(work / "space.yaml")
     sub = space.smallest()  # 1+1 layers, d 24, ffn 32
     save_subconfig(sub, tmp_path / "sub.yaml")
     out = tmp_path / "fixed"
     assert _train(work, out, "sampling.policy=fixed", f"sampling.subnet={tmp_path / 'sub.yaml'}",
-                  f"init_from={trained / 'checkpoint_last.pt'}", "max_updates=5", "dropout=0") == 0
+                  f"init_from={trained / 'checkpoint_last.pt'}", "max_updates=5", "warmup_updates=2", "dropout=0") == 0
     before, after = _model_state(trained / "checkpoint_last.pt"), _model_state(out / "checkpoint_last.pt")
     ck = load_checkpoint(out / "checkpoint_last.pt")
     assert list(ck["valid"][-1]) == ["update", "epoch", "wall_s", "subnet"]

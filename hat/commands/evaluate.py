@@ -6,7 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+from hat.commands.settings import compute_device
 from hat.errors import HatError
+from hat.files import atomic_write_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "compound-split (a-b -> a ##AT##-##AT## b), scored on tokens")
     p.add_argument("--tok", default="13a", choices=["13a", "intl"], help="tokenizer for --tokenized-bleu")
     p.add_argument("--no-compound-split", action="store_true", help="skip compound splitting in --tokenized-bleu")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--compute", default="cpu", help="torch device to decode on: cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=run)
@@ -48,19 +50,23 @@ def run(args: argparse.Namespace) -> int:
     from hat.evaluate import evaluate
     from hat.export.standalone import load, load_any
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.checkpoint and not args.config:
         raise HatError(f"{args.checkpoint}: --checkpoint needs --config SUBNET.yml (or use --model)")
     if not Path(args.data).is_dir():
         raise HatError(f"{args.data}: data directory not found")
-    if args.beam < 1:
-        raise HatError(f"--beam must be >= 1, got {args.beam}")
+    for flag, value, low in (("--beam", args.beam, 1), ("--limit", args.limit, 1), ("--max-tokens", args.max_tokens, 1),
+                             ("--max-sentences", args.max_sentences, 1), ("--threads", args.threads, 1),
+                             ("--max-len-a", args.max_len_a, 0), ("--max-len-b", args.max_len_b, 0)):
+        if value is not None and not value >= low:
+            raise HatError(f"{flag} must be >= {low}, got {value}")
+    device = compute_device(args.compute)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.model:
-        tr = load(args.model, args.device)
+        tr = load(args.model, device)
         model_path = Path(args.model)
     else:
-        tr = load_any(args.checkpoint, args.config, args.data, args.device)
+        tr = load_any(args.checkpoint, args.config, args.data, device)
         model_path = Path(args.checkpoint)
     hyps_in = None
     if args.hyps:
@@ -78,8 +84,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if hyps_in is None:
         out = Path(args.out) if args.out else model_path.parent / f"{args.subset}.hyp.{res['tgt']}"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+        atomic_write_text(out, "".join(h + "\n" for h in hyps))
         res["hypotheses"] = str(out)
     if args.json:
         print(json.dumps(res))

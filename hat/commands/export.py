@@ -5,6 +5,7 @@ import argparse
 import json
 
 from hat.errors import HatError
+from hat.export import FORMATS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="SubConfig YAML (ours or HAT's keys); required with a SuperTransformer checkpoint")
     p.add_argument("--data", help="data directory for the SentencePiece model and dictionaries "
                                   "(default: the one recorded in the checkpoint)")
-    p.add_argument("--format", default="standalone", choices=["standalone", "fairseq", "onnx"])
+    p.add_argument("--format", default="standalone", choices=FORMATS.names())
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (onnx format)")
     p.add_argument("--no-verify", action="store_true", help="onnx: skip the onnxruntime-vs-torch check")
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hat.export import export, load_any
+    from hat.export import export, load_any  # noqa: PLC0415
 
     tr = load_any(args.checkpoint, args.config, args.data)
     kw = {}
@@ -35,10 +36,9 @@ def run(args: argparse.Namespace) -> int:
         kw = {"opset": args.opset, "verify": not args.no_verify}
     try:
         res = export(tr, args.format, args.out, **kw)
-    except ImportError as e:
-        extra = {"fairseq": "fairseq", "onnx": "onnx"}[args.format]
+    except ImportError as e:  # the optional extras are named after their format
         raise HatError(f"{args.out}: --format {args.format} needs {e.name or 'an optional package'} "
-                       f"(pip install 'hat[{extra}]')") from None
+                       f"(pip install 'hat[{args.format}]')") from None
     res["architecture"] = tr.config.to_dict()
     if args.json:
         print(json.dumps(res))

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from hat.errors import ConfigError, DataError
+from hat.files import atomic_open, atomic_write_text, save_figure
 from hat.latency.dataset import LatencyData, check_rows_in_space, read_latency_csv
 from hat.latency.devices import resolve_device
-from hat.latency.measure import default_vocab_size
+from hat.latency.estimate import context_for
 from hat.latency.predictors import (DEFAULT_LEVEL, MODELS, Context, Predictor, check_transfer_source, fit, load_predictor,
                                     metrics, model_class, split_indices, transfer)
 from hat.space import DesignSpace, load_space
@@ -60,14 +61,6 @@ def _space_for(args: argparse.Namespace, data: LatencyData) -> DesignSpace | Non
     return space
 
 
-def context_for(data: LatencyData, space: DesignSpace | None) -> Context:
-    """The protocol the CSV was measured with (its .meta.json), else HAT's."""
-    proto = data.meta.get("protocol", {})
-    vocab = proto.get("vocab_size") or (default_vocab_size(space) if space else 32768)
-    return Context(int(proto.get("src_len", 30)), int(proto.get("tgt_len", 30)), int(proto.get("beam", 5)), int(vocab),
-                   space.qkv_dim if space else 512)
-
-
 def scatter_png(path: Path, measured: np.ndarray, predicted: np.ndarray, title: str) -> None:
     import matplotlib  # noqa: PLC0415
 
@@ -82,7 +75,7 @@ def scatter_png(path: Path, measured: np.ndarray, predicted: np.ndarray, title: 
     ax.set_ylabel("predicted latency (ms)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -149,11 +142,11 @@ def run(args: argparse.Namespace) -> int:
               "transfer_from": args.transfer_from, "interval_calibration": f"{pred.interval['method']}, "
               f"{len(pred.interval['ratios'])} out-of-sample ratios"})
     stem = out.with_suffix("") if out.suffix else out
-    Path(f"{stem}.metrics.json").write_text(json.dumps(m, indent=1), encoding="utf-8")
     scatter_png(Path(f"{stem}.scatter.png"), test.latency_ms, p,
                 f"{pred.name}: RMSE {m['rmse_ms']:.2f} ms, MAPE {m['mape_pct']:.2f}%, tau {m['kendall_tau']:.3f}")
     if args.predictions_out:
         write_predictions(Path(args.predictions_out), test.latency_ms, p, lo, hi)
+    atomic_write_text(f"{stem}.metrics.json", json.dumps(m, indent=1))
     how = f"adapted from {args.transfer_from}, " if args.transfer_from else ""
     print(f"{pred.name} ({how}{pred.feature_set} features, {used}) -> {out}")
     print(f"test ({len(test)} rows): RMSE {m['rmse_ms']:.3f} ms  MAPE {m['mape_pct']:.2f}%  Kendall tau "
@@ -165,8 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
 def write_predictions(path: Path, measured: np.ndarray, *columns: np.ndarray) -> None:
     """`row,measured_ms,predicted_ms,lower_ms,upper_ms`, one line per test row in order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["row", "measured_ms", "predicted_ms", "lower_ms", "upper_ms"])
         for i, row in enumerate(zip(measured, *columns)):

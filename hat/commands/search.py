@@ -12,18 +12,34 @@ search and scores a share of each generation; rank 0 writes the files.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
 from pathlib import Path
 
+from hat.commands.settings import Option, add_option, apply_settings, compute_device, dataclass_options
 from hat.errors import CheckpointError, DataError, HatError
+from hat.files import file_digest
+from hat.latency.devices import resolve_device
+from hat.search import ALGORITHMS, SCORERS, EvolutionSettings, LossSettings
+
+SEARCH_OPTIONS = {
+    "device": Option(str), "predictor": Option(str), "latency_constraint": Option(float), "space": Option(str),
+    "algorithm": Option(str, "evolution"), "scorer": Option(str, "loss"),
+    **dataclass_options(EvolutionSettings, skip=("feasibility_samples",)),
+    **dataclass_options(LossSettings),
+    "threads": Option(int, 0), "compute": Option(str, "auto"),
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="latency-constrained architecture search (HAT's evolution)",
-                       description="Search a SubTransformer that meets a latency constraint on a device.")
+                       description="Search a SubTransformer that meets a latency constraint on a device. "
+                                   "Values: defaults < --config settings file < flags.")
     g = p.add_argument_group("inputs")
+    g.add_argument("--config", help="search settings: a shipped name (hat/configs/search, e.g. tiny@cpu-2core) or a "
+                                    "YAML file whose keys are the options below (with _ for -)")
     g.add_argument("--checkpoint", help="SuperTransformer checkpoint from `hat train` (needed by --scorer loss)")
     g.add_argument("--device", help="device name (hat/configs/device) or device YAML; gives the latency predictor")
     g.add_argument("--predictor", help="latency predictor file (overrides the device's), or macs[:MS_PER_GMAC] "
@@ -33,24 +49,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--space", help="design space name or YAML (default: the checkpoint's)")
     g.add_argument("--out", required=True, help="best subnet YAML; siblings get .hat.yml, .log.csv, .pareto.csv/.png")
     a = p.add_argument_group("algorithm (HAT's defaults)")
-    a.add_argument("--algorithm", default="evolution", choices=["evolution", "random", "nsga2"])
-    a.add_argument("--scorer", default="loss", choices=["loss", "params"],
-                   help="loss: inherited-weight validation loss; params: -decoder non-embedding params (no training)")
-    a.add_argument("--population", type=int, default=125)
-    a.add_argument("--parents", type=int, default=25)
-    a.add_argument("--mutations", type=int, default=50)
-    a.add_argument("--crossovers", type=int, default=50)
-    a.add_argument("--iterations", type=int, default=30)
-    a.add_argument("--mutate-prob", type=float, default=0.3)
-    a.add_argument("--max-tries", type=int, default=1000, help="resampling guard per candidate")
-    a.add_argument("--seed", type=int, default=1)
+    add_option(a, SEARCH_OPTIONS, "algorithm", choices=ALGORITHMS.names())
+    add_option(a, SEARCH_OPTIONS, "scorer", "loss: inherited-weight validation loss; params: -decoder non-embedding "
+               "params (no training)", choices=SCORERS.names())
+    for name in ("population", "parents", "mutations", "crossovers", "iterations", "mutate_prob", "seed"):
+        add_option(a, SEARCH_OPTIONS, name)
+    add_option(a, SEARCH_OPTIONS, "max_tries", "resampling guard per candidate")
     s = p.add_argument_group("loss scorer")
-    s.add_argument("--valid-subset", default="valid")
-    s.add_argument("--valid-sentences", type=int, default=500, help="fixed seeded subset size (0: all)")
-    s.add_argument("--max-tokens", type=int, default=4096)
-    s.add_argument("--label-smoothing", type=float, default=0.0)
-    s.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    s.add_argument("--compute", default="auto", help="where the loss scorer runs: auto (the rank's GPU if any), cpu, cuda[:N]")
+    add_option(s, SEARCH_OPTIONS, "valid_subset")
+    add_option(s, SEARCH_OPTIONS, "valid_sentences", "fixed seeded subset size (0: all)")
+    add_option(s, SEARCH_OPTIONS, "max_tokens")
+    add_option(s, SEARCH_OPTIONS, "label_smoothing")
+    s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    s.add_argument("--compute", help="where the loss scorer runs: auto (the rank's GPU if any; default), cpu, cuda[:N]")
     o = p.add_argument_group("outputs")
     o.add_argument("--state", help="state file (default OUT_STEM.state.json)")
     o.add_argument("--no-resume", action="store_true", help="ignore an existing state file")
@@ -69,55 +80,16 @@ def out_paths(out: str | Path) -> dict[str, Path]:
             "pareto_png": Path(s + ".pareto.png"), "state": Path(s + ".state.json"), "tb": Path(s + ".tb")}
 
 
-def _compute_device(name: str) -> "torch.device":
-    """auto: this rank's GPU under torchrun (LOCAL_RANK), else the first GPU, else the CPU."""
-    import torch  # noqa: PLC0415
-
-    if name != "auto":
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise HatError(f"--compute {name}: no CUDA device is available")
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def _predictor(args: argparse.Namespace, space):
-    """(predictor object, name) from --predictor or the device's registered predictor."""
-    from hat.search.scorers import MacsPredictor
-
-    if args.predictor and args.predictor.split(":")[0] == "macs":
-        parts = args.predictor.split(":")
-        try:
-            k = float(parts[1]) if len(parts) > 1 else 100.0
-        except ValueError:
-            raise HatError(f"--predictor {args.predictor}: expected macs or macs:MS_PER_GMAC") from None
-        return MacsPredictor(space, k), f"macs x {k:g} ms/GMAC"
-    try:
-        from hat.latency.devices import resolve_device
-        from hat.latency.predictors import load_predictor
-    except ImportError as e:
-        raise HatError(f"latency predictors unavailable ({e}); pass --predictor macs") from None
-    if args.predictor:
-        path = Path(args.predictor)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such predictor file")
-        pred = load_predictor(path)
-    else:
-        dev = resolve_device(args.device)
-        pred = load_predictor(dev.predictor_path())
-    if hasattr(pred, "check_space"):
-        pred.check_space(space)
-    return pred, str(args.predictor or args.device)
-
-
 def run(args: argparse.Namespace) -> int:
+    apply_settings(args, SEARCH_OPTIONS, "search", "search settings")
     # ---- cheap input checks first: bad input fails in milliseconds with one line -------
-    if args.scorer == "loss":
+    scorer_cls = SCORERS.get(args.scorer)
+    algorithm = ALGORITHMS.get(args.algorithm)
+    if scorer_cls.needs_model:
         if not args.checkpoint:
-            raise HatError("--scorer loss needs --checkpoint (or use --scorer params)")
+            raise HatError(f"--scorer {args.scorer} needs --checkpoint (or use --scorer params)")
         if not args.data:
-            raise HatError("--scorer loss needs --data (a `hat prepare` directory)")
+            raise HatError(f"--scorer {args.scorer} needs --data (a `hat prepare` directory)")
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise CheckpointError(f"{args.checkpoint}: no such checkpoint file")
     if args.data and not Path(args.data, "meta.json").is_file():
@@ -125,8 +97,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.device and not args.predictor:
         raise HatError("give --device NAME (its latency predictor) or --predictor FILE")
     if args.device and not args.predictor:
-        from hat.latency.devices import resolve_device
-
         resolve_device(args.device)  # unknown device -> one-line ConfigError
     if args.latency_constraint is None and args.algorithm != "nsga2":
         raise HatError("--latency-constraint MS is required (nsga2 may omit it for the unconstrained front)")
@@ -134,10 +104,15 @@ def run(args: argparse.Namespace) -> int:
         raise HatError(f"--latency-constraint {args.latency_constraint:g}: must be positive")
     if args.space is None and not args.checkpoint:
         raise HatError("--space is required without --checkpoint")
+    if Path(args.out).is_dir():
+        raise HatError(f"--out {args.out} is a directory; give the subnet file to write, e.g. {Path(args.out, 'subnet.yml')}")
+    device = compute_device(args.compute)
 
     import torch
 
-    from hat.search import ALGORITHMS, EvolutionSettings, GenerationLog, Latency, LossScorer, ParamsScorer
+    from hat.latency.estimate import Latency, select_predictor
+    from hat.model import load_super_checkpoint
+    from hat.search import GenerationLog
     from hat.space import load_space
 
     if args.threads > 0:
@@ -146,23 +121,18 @@ def run(args: argparse.Namespace) -> int:
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     try:
         model = None
-        if args.checkpoint and args.scorer == "loss" or (args.checkpoint and args.space is None):
-            from hat.train.checkpoint import load_super_checkpoint
-
+        if args.checkpoint and scorer_cls.needs_model or (args.checkpoint and args.space is None):
             model, _ = load_super_checkpoint(args.checkpoint, map_location="cpu")
-            model.to(_compute_device(args.compute))
+            model.to(device)
         space = load_space(args.space) if args.space else model.space
         if model is not None and args.space:
             if space.to_dict()["super"] != model.space.to_dict()["super"]:
                 raise HatError(f"--space {args.space}: super dims differ from the checkpoint's space {model.space.name}")
             model.space = space  # search a sub-space of the trained one (validate() uses it)
-        predictor, pred_name = _predictor(args, space)
+        predictor, pred_name = select_predictor(args.predictor, args.device, space)
         latency = Latency(predictor, pred_name)
-        if args.scorer == "loss":
-            scorer = LossScorer(model, args.data, split=args.valid_subset, valid_sentences=args.valid_sentences,
-                                max_tokens=args.max_tokens, seed=args.seed, label_smoothing=args.label_smoothing)
-        else:
-            scorer = ParamsScorer(space)
+        loss_settings = LossSettings(args.valid_subset, args.valid_sentences, args.max_tokens, args.label_smoothing)
+        scorer = scorer_cls.build(space, model, args.data, args.seed, loss_settings)
         settings = EvolutionSettings(args.population, args.parents, args.mutations, args.crossovers, args.iterations,
                                      args.mutate_prob, args.max_tries, args.seed)
         paths = out_paths(args.out)
@@ -170,12 +140,16 @@ def run(args: argparse.Namespace) -> int:
         tb = None if (args.tensorboard_dir or "").lower() == "none" else (args.tensorboard_dir or paths["tb"])
         log = GenerationLog(args.log_csv or paths["log"], tb, settings.iterations + 1,
                             progress=not args.no_progress, enabled=rank == 0, desc=f"search {args.algorithm}")
-        fp = {"checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else None,
-              "predictor": pred_name, "data": str(args.data), "valid_subset": args.valid_subset,
+        # what the saved scores depend on, by content: a checkpoint, predictor or validation split
+        # replaced at the same path must not resume with the old scores
+        fp = {"checkpoint": file_digest(args.checkpoint) if args.checkpoint else None,
+              "predictor": pred_name, "predictor_file": _digest_of([getattr(predictor, "source", "")]),
+              "data": _digest_of(sorted(Path(args.data).glob(f"{args.valid_subset}.*"))) if args.data else None,
+              "valid_subset": args.valid_subset,
               "valid_sentences": args.valid_sentences, "max_tokens": args.max_tokens,
               "label_smoothing": args.label_smoothing}
         t0 = time.perf_counter()
-        result = ALGORITHMS[args.algorithm](
+        result = algorithm(
             space, scorer, latency, args.latency_constraint, settings, state_path=state_path,
             resume=not args.no_resume, log=log, fingerprint_extra=fp, device_name=str(args.device or pred_name),
         )
@@ -187,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
         if started_dist:
             torch.distributed.destroy_process_group()
     return 0
+
+
+def _digest_of(paths: list) -> str | None:
+    """One digest of the files' contents (None when none of them is a file)."""
+    files = [Path(p) for p in paths if p and Path(p).is_file()]
+    return hashlib.sha256("".join(file_digest(p) for p in files).encode()).hexdigest() if files else None
 
 
 def _maybe_init_distributed() -> bool:

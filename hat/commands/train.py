@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
     from hat.train.distributed import shutdown
-    from hat.train.trainer import Trainer, load_train_config
+    from hat.train.config import load_train_config
+    from hat.train.trainer import Trainer
 
     cfg = load_train_config(args.config, args.overrides)
     if args.print_config:

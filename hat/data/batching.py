@@ -27,6 +27,8 @@ def batch_by_tokens(
     shuffle: bool = True,
     required_multiple: int = 1,
     skip_too_long: bool = True,
+    max_positions: int | None = None,
+    what: str = "",
 ) -> list[list[int]]:
     """Group indices into batches whose padded size `n * max_len` stays <= `max_tokens`.
 
@@ -34,6 +36,9 @@ def batch_by_tokens(
     little padding; the batch ORDER is shuffled by an RNG derived from `(seed, epoch)`,
     so the schedule is reproducible per epoch. An example longer than `max_tokens` is
     dropped (`skip_too_long`, with a logged count) or put in a batch of its own.
+    An example with a side longer than `max_positions` (the model's position table) is always
+    dropped and counted in a warning naming `what`: training, validation and the search's loss
+    scorer all filter over-long pairs here (generation truncates the source instead).
     Batch sizes are kept a multiple of `required_multiple` except for the last ones.
     """
     src = np.asarray(src_sizes, dtype=np.int64)
@@ -51,6 +56,12 @@ def batch_by_tokens(
     too_long: list[int] = []
     cur: list[int] = []
     cur_max = 0
+    if max_positions is not None:
+        fits = size[order] <= max_positions
+        if not fits.all():
+            log.warning("%sskipped %d pair(s) longer than max_positions=%d tokens", f"{what}: " if what else "",
+                        int((~fits).sum()), max_positions)
+            order = order[fits]
     for i in order.tolist():
         n = int(size[i])
         if n > max_tokens:

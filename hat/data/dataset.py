@@ -10,6 +10,7 @@ import torch
 
 from hat.data.dictionary import Dictionary
 from hat.errors import DataError
+from hat.files import atomic_open, atomic_write_bytes
 
 BIN_DTYPE = np.int32
 IDX_DTYPE = np.int64
@@ -19,14 +20,12 @@ def write_indexed(prefix: str | Path, seqs: Iterable[Sequence[int]]) -> int:
     """Write `prefix.bin` (concatenated ids) and `prefix.idx` (n+1 offsets); return n."""
     prefix = Path(prefix)
     offsets = [0]
-    with open(f"{prefix}.bin.tmp", "wb") as f:
+    with atomic_open(f"{prefix}.bin", "wb") as f:
         for s in seqs:
             a = np.asarray(s, dtype=BIN_DTYPE)
             f.write(a.tobytes())
             offsets.append(offsets[-1] + len(a))
-    np.asarray(offsets, dtype=IDX_DTYPE).tofile(f"{prefix}.idx.tmp")
-    Path(f"{prefix}.bin.tmp").replace(f"{prefix}.bin")
-    Path(f"{prefix}.idx.tmp").replace(f"{prefix}.idx")
+    atomic_write_bytes(f"{prefix}.idx", np.asarray(offsets, dtype=IDX_DTYPE).tobytes())
     return len(offsets) - 1
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from hat.errors import DataError
+from hat.files import atomic_write_text
 
 BOS, PAD, EOS, UNK = "<s>", "<pad>", "</s>", "<unk>"
 SPECIALS = (BOS, PAD, EOS, UNK)
@@ -91,7 +92,7 @@ class Dictionary:
     def save(self, path: str | Path) -> None:
         """Write the non-special symbols as `symbol count` lines (fairseq format)."""
         lines = [f"{s} {c}\n" for s, c in zip(self.symbols[self.nspecial:], self.count[self.nspecial:])]
-        Path(path).write_text("".join(lines), encoding="utf-8")
+        atomic_write_text(path, "".join(lines))
 
     # -- lookup ----------------------------------------------------------------
     def __len__(self) -> int:

@@ -21,6 +21,8 @@ from hat.data.dictionary import Dictionary
 from hat.data.text import Split, read_lines, read_parallel, write_split
 from hat.data.tokenizer import dictionary_from_spm, load_spm, train_spm
 from hat.errors import DataError
+from hat.files import atomic_write_text
+from hat.model.transformer import ModelArgs
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
@@ -36,14 +38,13 @@ def run_stage(out: Path, name: str, params: dict, outputs: list[Path], fn: Calla
     key = _digest(params)
     if marker.is_file() and all(p.exists() for p in outputs):
         try:
-            if json.loads(marker.read_text()).get("key") == key:
+            if json.loads(marker.read_text(encoding="utf-8")).get("key") == key:
                 log.info("stage %s: up to date, skipped", name)
                 return False
-        except json.JSONDecodeError:
+        except (ValueError, AttributeError, RecursionError):  # a damaged marker: run the stage again
             pass
     fn()
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"key": key, "params": params, "time": time.time()}, indent=1))
+    atomic_write_text(marker, json.dumps({"key": key, "params": params, "time": time.time()}, indent=1))
     return True
 
 
@@ -135,10 +136,22 @@ def build_from_raw(out: str | Path, src: str, tgt: str, *, vocab_size: int = 800
                        for lang in (src, tgt)} for n in names},
         "command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    long = {n: c for n in names if (c := _over_long(out, n, src, tgt))}
+    if long:  # prepare cannot know the model's positions: count against the default and say what happens
+        meta["over_max_positions"] = {"max_positions": ModelArgs.max_positions, **long}
+        log.warning("%s pair(s) have a side longer than %d tokens (the default max_positions): training, "
+                    "validation and the search's scorer skip them, generation truncates their source",
+                    ", ".join(f"{n} {c}" for n, c in long.items()), ModelArgs.max_positions)
     if extra_meta:
         meta.update(extra_meta)
-    (out / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return meta
+
+
+def _over_long(out: Path, split: str, src: str, tgt: str) -> int:
+    """Pairs of `split` with a side longer than the default max_positions (EOS included)."""
+    sizes = [np.diff(np.fromfile(out / f"{split}.{lang}.idx", dtype=np.int64)) for lang in (src, tgt)]
+    return int(np.sum(np.maximum(*sizes) > ModelArgs.max_positions))
 
 
 def prepare_text(out: str | Path, src: str, tgt: str, trainpref: str, validpref: str,
@@ -168,7 +181,7 @@ def prepare_debian(out: str | Path, pair: str = "de-en", *, cache: str | Path = 
                    vocab_size: int = 8000, valid_size: int = 2000, test_size: int = 2000,
                    seed: int = 1, max_chars: int = 250, command: str = "") -> dict:
     """`hat prepare debian`: gather Debian sources, filter, split by source, build layout."""
-    from hat.data.debian import gather  # apt-only code, imported on demand
+    from hat.data.sources import gather  # apt-only code, imported on demand
     from hat.data.text import filter_pairs, split_by_source
 
     try:

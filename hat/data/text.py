@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hat.errors import DataError
+from hat.files import atomic_open
 
 
 @dataclass
@@ -28,8 +29,16 @@ class Split:
         self.origin.append(o)
 
 
+# characters that end a line for Python's str.splitlines (and many tools) but not for a corpus
+# file, where only \n (or \r\n) does: inside a line they would split or shift it downstream
+LINE_BREAKS = {"\r": "a carriage return", "\x0b": "a vertical tab", "\x0c": "a form feed",
+               "\x1c": "a file separator", "\x1d": "a group separator", "\x1e": "a record separator",
+               "\x85": "a next-line character (NEL)", "\u2028": "a line separator", "\u2029": "a paragraph separator"}
+
+
 def read_lines(path: str | Path, *, allow_empty_lines: bool = False) -> list[str]:
-    """Lines of a UTF-8 text file; refuse missing/empty files, bad bytes and blank lines.
+    """Lines of a UTF-8 text file (\n or \r\n endings, a leading BOM dropped); refuse missing or
+    empty files, bad bytes, blank lines and other line-break characters inside a line.
 
     Errors name the file and (1-based) line so the user can fix the input.
     """
@@ -51,12 +60,16 @@ def read_lines(path: str | Path, *, allow_empty_lines: bool = False) -> list[str
             s = b.decode("utf-8")
         except UnicodeDecodeError as e:
             raise DataError(f"{path}:{i}: not valid UTF-8 (byte {e.start + 1} of the line)") from None
-        s = s.rstrip("\r")
+        s = s.removesuffix("\r")
+        if i == 1:
+            s = s.removeprefix("\ufeff")
+        brk = next((c for c in s if c in LINE_BREAKS), None)
+        if brk is not None:
+            raise DataError(f"{path}:{i}: contains {LINE_BREAKS[brk]} (U+{ord(brk):04X}) at character "
+                            f"{s.index(brk) + 1}; lines end with \\n only, so replace it with a space")
         if not allow_empty_lines and not s.strip():
             raise DataError(f"{path}:{i}: empty line")
         lines.append(s.strip())
-    if lines and lines[0].startswith("\ufeff"):
-        lines[0] = lines[0][1:]
     return lines
 
 
@@ -81,14 +94,10 @@ def read_parallel(prefix: str | Path, src: str, tgt: str, *, default_origin: str
 
 
 def write_lines(path: str | Path, lines: Sequence[str]) -> None:
-    """Write one item per line (UTF-8), atomically via a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write one item per line (UTF-8), atomically."""
+    with atomic_open(path, "w") as f:
         for line in lines:
             f.write(line.replace("\n", " ") + "\n")
-    tmp.replace(path)
 
 
 def write_split(raw_dir: str | Path, name: str, split: Split, src: str, tgt: str) -> None:

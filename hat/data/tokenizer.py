@@ -9,7 +9,7 @@ from typing import Iterable
 import sentencepiece as spm
 
 from hat.data.dictionary import Dictionary
-from hat.errors import DataError
+from hat.errors import DataError, first_line
 
 
 def train_spm(
@@ -33,13 +33,13 @@ def train_spm(
     model_prefix.parent.mkdir(parents=True, exist_ok=True)
     spm.set_random_generator_seed(seed)
     # fixed name: the model records its input path, and the same input must give the same bytes
-    tmp = model_prefix.parent / f".{model_prefix.name}.train.txt"
-    with open(tmp, "w", encoding="utf-8") as f:
-        n = 0
-        for line in texts:
-            f.write(line.replace("\n", " ") + "\n")
-            n += 1
+    tmp = model_prefix.parent / f".{model_prefix.name}.train.txt"  # removed however training ends
     try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            n = 0
+            for line in texts:
+                f.write(line.replace("\n", " ") + "\n")
+                n += 1
         if n == 0:
             raise DataError(f"{model_prefix}: no training text for the SentencePiece model")
         spm.SentencePieceTrainer.train(
@@ -49,7 +49,7 @@ def train_spm(
             unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
         )
     except RuntimeError as e:
-        msg = str(e).splitlines()[0]
+        msg = first_line(e)
         m = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", msg)
         if m:
             msg = f"vocab size {m.group(1)} is below the {m.group(2)} distinct characters of the training text"

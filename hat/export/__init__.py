@@ -2,30 +2,45 @@
 
 Every exporter starts from a `Translator` (model + vocabulary), obtained with
 `load_any(checkpoint, config, data)` from a SuperTransformer checkpoint + SubConfig or from a
-standalone file. Heavy optional dependencies (fairseq, onnx) are imported only when used.
+standalone file. Formats register in FORMATS as `(translator, out_dir, **options) -> {"files": [...], ...}`;
+heavy optional dependencies (fairseq, onnx) are imported only when their format is used.
 """
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
 from hat.export.standalone import Translator, from_super_checkpoint, load, load_any
+from hat.registry import Registry
 
-__all__ = ["Translator", "from_super_checkpoint", "load", "load_any", "export"]
+__all__ = ["FORMATS", "Translator", "export", "from_super_checkpoint", "load", "load_any"]
 
-FORMATS = ("standalone", "fairseq", "onnx")
+FORMATS: Registry[Callable[..., dict[str, Any]]] = Registry("export format")
 
 
-def export(translator: Translator, fmt: str, out_dir, **kw) -> dict:
+@FORMATS.register("standalone")
+def _standalone(translator: Translator, out_dir: Path) -> dict[str, Any]:
+    path = translator.save(out_dir / "model.pt")
+    return {"format": "standalone", "files": [str(path)], "model": str(path)}
+
+
+@FORMATS.register("fairseq")
+def _fairseq(translator: Translator, out_dir: Path, **kw: Any) -> dict[str, Any]:
+    from hat.export.fairseq_export import export_fairseq  # noqa: PLC0415
+
+    return export_fairseq(translator, out_dir, **kw)
+
+
+@FORMATS.register("onnx")
+def _onnx(translator: Translator, out_dir: Path, **kw: Any) -> dict[str, Any]:
+    from hat.export.onnx_export import export_onnx  # noqa: PLC0415
+
+    return export_onnx(translator, out_dir, **kw)
+
+
+def export(translator: Translator, fmt: str, out_dir: str | Path, **kw: Any) -> dict[str, Any]:
     """Write `translator` in `fmt` under `out_dir`; returns {"files": [...], ...}."""
-    from pathlib import Path
-
+    writer = FORMATS.get(fmt)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if fmt == "standalone":
-        path = translator.save(out_dir / "model.pt")
-        return {"format": fmt, "files": [str(path)], "model": str(path)}
-    if fmt == "fairseq":
-        from hat.export.fairseq_export import export_fairseq
-
-        return export_fairseq(translator, out_dir, **kw)
-    if fmt == "onnx":
-        from hat.export.onnx_export import export_onnx
-
-        return export_onnx(translator, out_dir, **kw)
-    raise ValueError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
+    return writer(translator, out_dir, **kw)

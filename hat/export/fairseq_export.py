@@ -4,16 +4,24 @@ Writes, under DIR:
     checkpoint.pt           {"model", "cfg": {"model", "task", ...}, "optimizer_history", "extra_state"}
                             plain dicts/lists/scalars only: loads with torch's weights-only loader
     hat_fairseq_plugin/     copy of hat/export/fairseq_plugin (registers `hat_subtransformer`)
+                            with hat/nn/blocks.py next to it: the layers `hat.model` is made of
     dict.SRC.txt dict.TGT.txt spm.model
     README.txt              the fairseq-generate command line
 
 The model state dict keeps hat's parameter names (the plugin uses the same module tree), so
 the conversion is a copy. Writing the file needs neither fairseq nor the plugin.
+
+fairseq-generate's length limit uses the padded batch length, hat's each sentence's own: the
+hypotheses are identical at --batch-size 1 or --max-len-a 0; at larger batches only sentences
+whose search reaches hat's (lower) limit can differ.
 """
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
+from hat.files import atomic_write_bytes, atomic_write_text, load_torch, save_torch
+from hat.nn import blocks
 
 
 PLUGIN_NAME = "hat_fairseq_plugin"
@@ -86,20 +94,19 @@ def checkpoint_state(translator, data: str = ".") -> dict:
 
 
 def export_fairseq(translator, out_dir: str | Path) -> dict:
-    from hat.train.checkpoint import save_checkpoint
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / "checkpoint.pt"
-    save_checkpoint(checkpoint_state(translator), [ckpt])
+    save_torch(checkpoint_state(translator), ckpt)
     plugin = out_dir / PLUGIN_NAME
     if plugin.exists():
         shutil.rmtree(plugin)
     shutil.copytree(PLUGIN_SRC, plugin, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copyfile(blocks.__file__, plugin / "blocks.py")
     src, tgt = translator.src_lang, translator.tgt_lang
     translator.src_dict.save(out_dir / f"dict.{src}.txt")
     translator.tgt_dict.save(out_dir / f"dict.{tgt}.txt")
-    (out_dir / "spm.model").write_bytes(translator.spm_bytes)
+    atomic_write_bytes(out_dir / "spm.model", translator.spm_bytes)
     usage = (
         f"fairseq-preprocess --source-lang {src} --target-lang {tgt} --testpref TEST_SPM_PIECES "
         f"--srcdict {out_dir}/dict.{src}.txt --tgtdict {out_dir}/dict.{tgt}.txt --destdir DATA_BIN --workers 1\n"
@@ -107,12 +114,14 @@ def export_fairseq(translator, out_dir: str | Path) -> dict:
         f"--beam 4 --lenpen 0.6 --max-len-a 1.2 --max-len-b 10 --batch-size 1 --required-batch-size-multiple 1 "
         f"--post-process sentencepiece"
     )
-    (out_dir / "README.txt").write_text(
+    atomic_write_text(
+        out_dir / "README.txt",
         "HAT SubTransformer exported for fairseq (plugin architecture hat_subtransformer).\n"
         "Source text must be SentencePiece-encoded with spm.model (pieces separated by spaces).\n"
-        "--batch-size 1 makes max_len (computed by fairseq from the padded batch length) per sentence,\n"
-        "as in `hat evaluate`, so hypotheses match it exactly.\n\n" + usage + "\n",
-        encoding="utf-8",
+        "fairseq limits the output length to max_len_a * (padded batch length) + max_len_b, `hat evaluate`\n"
+        "to max_len_a * (the sentence's own length) + max_len_b. At --batch-size 1, or with --max-len-a 0,\n"
+        "the hypotheses match `hat evaluate` exactly; at larger batches only sentences whose search\n"
+        "reaches hat's (lower) limit can differ.\n\n" + usage + "\n",
     )
     files = [str(ckpt), str(plugin), str(out_dir / f"dict.{src}.txt"), str(out_dir / f"dict.{tgt}.txt"),
              str(out_dir / "spm.model"), str(out_dir / "README.txt")]
@@ -120,12 +129,15 @@ def export_fairseq(translator, out_dir: str | Path) -> dict:
 
 
 def load_fairseq_model(export_dir: str | Path):
-    """Load the exported checkpoint with fairseq (needs fairseq); returns (model, cfg, task)."""
+    """Load the exported checkpoint with fairseq (needs fairseq); returns (model, cfg, task).
+
+    The file is first read weights-only here (fairseq's own `torch.load` call names no
+    `weights_only`), so a tampered checkpoint is refused before fairseq opens it."""
     from argparse import Namespace
 
-    from fairseq import checkpoint_utils, utils
-
     export_dir = Path(export_dir)
+    load_torch(export_dir / "checkpoint.pt", "fairseq checkpoint")
+    from fairseq import checkpoint_utils, utils
     utils.import_user_module(Namespace(user_dir=str(export_dir / PLUGIN_NAME)))
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(export_dir / "checkpoint.pt")], arg_overrides={"data": str(export_dir)}

@@ -22,13 +22,17 @@ import torch
 
 from hat.data.dictionary import Dictionary
 from hat.data.tokenizer import Tokenizer
-from hat.errors import CheckpointError, DataError
+from hat.errors import CheckpointError, DataError, first_line
+from hat.files import check_fields, check_tag, load_torch, save_torch
+from hat.model.checkpoint import FORMAT as SUPER_FORMAT
 
 log = logging.getLogger(__name__)
 
 FORMAT = "hat-standalone"
 FORMAT_VERSION = 1
-SUPER_FORMAT = "hat-supertransformer-checkpoint"  # what hat.train.checkpoint writes
+WHAT = "standalone model"
+REQUIRED_KEYS = {"init_kwargs": dict, "model": dict, "spm_model": bytes, "src_lang": str, "tgt_lang": str,
+                 "src_dict": list, "tgt_dict": list}
 
 
 # ------------------------------------------------------------------------------------------
@@ -115,7 +119,7 @@ class Translator:
         max_sentences: int | None = None,
     ) -> list[str]:
         """Detokenized translations of `sentences` (batched by length, returned in input order)."""
-        from hat.evaluate import generate
+        from hat.model.generate import generate
 
         src = [torch.tensor(self.tokenizer.encode(s), dtype=torch.long) for s in sentences]
         hyps = generate(
@@ -141,43 +145,25 @@ class Translator:
 
     def save(self, path: str | Path) -> Path:
         """Write the standalone file atomically."""
-        from hat.train.checkpoint import save_checkpoint
-
         path = Path(path)
-        save_checkpoint(self.state(), [path])
+        save_torch(self.state(), path)
         return path
 
 
 # ------------------------------------------------------------------------------------------
-def _torch_load(path: Path, map_location) -> Any:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated zip, garbage, refused unpickling
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: corrupt or truncated file ({type(e).__name__}: {msg[:160]})") from None
-
-
 def from_state(state: Any, path: str | Path, map_location: str | torch.device = "cpu") -> Translator:
     from hat.model import SubTransformer
 
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a hat standalone model (export one with `hat export --format standalone`)")
-    if state.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: standalone format version {state.get('version')} (this hat reads {FORMAT_VERSION})")
-    need = ("init_kwargs", "model", "spm_model", "src_lang", "tgt_lang", "src_dict", "tgt_dict")
-    missing = [k for k in need if k not in state]
-    if missing:
-        raise CheckpointError(f"{path}: standalone file lacks {', '.join(missing)}")
+    check_tag(state, path, FORMAT, WHAT, version=FORMAT_VERSION, required=REQUIRED_KEYS,
+              hint=" (export one with `hat export --format standalone`)")
+    check_fields(state, {"meta": (dict, type(None))}, f"{path}: {WHAT}", CheckpointError)
     src_dict = dict_from_list(state["src_dict"], str(path))
     tgt_dict = dict_from_list(state["tgt_dict"], str(path))
     try:
         model = SubTransformer.from_kwargs(state["init_kwargs"])
         model.load_state_dict(state["model"])
     except Exception as e:  # noqa: BLE001 - any mismatch is a broken file
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: model state does not match its architecture ({msg[:160]})") from None
+        raise CheckpointError(f"{path}: model state does not match its architecture ({first_line(e, 160)})") from None
     if model.args.src_vocab_size != len(src_dict) or model.args.tgt_vocab_size != len(tgt_dict):
         raise CheckpointError(
             f"{path}: model vocabulary ({model.args.src_vocab_size}/{model.args.tgt_vocab_size}) does not match "
@@ -192,7 +178,7 @@ def from_state(state: Any, path: str | Path, map_location: str | torch.device = 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> Translator:
     """Load a standalone export: a ready SubTransformer (eval mode) with its tokenizers."""
     path = Path(path)
-    return from_state(_torch_load(path, map_location), path, map_location)
+    return from_state(load_torch(path, WHAT, map_location), path, map_location)
 
 
 def _data_vocab(data_dir: Path, ckpt_path: Path) -> tuple[bytes, Dictionary, Dictionary, str, str]:
@@ -217,9 +203,8 @@ def from_super_checkpoint(
     """Extract SubConfig `config` (a SubConfig or a YAML path) from a `hat train` checkpoint.
 
     The vocabulary comes from `data` (default: the data directory recorded in the checkpoint)."""
-    from hat.model import extract
+    from hat.model import extract, load_super_checkpoint
     from hat.space import SubConfig, load_subconfig
-    from hat.train.checkpoint import load_super_checkpoint
 
     checkpoint = Path(checkpoint)
     cfg_source = str(config)
@@ -258,7 +243,7 @@ def load_any(
 ) -> Translator:
     """A standalone export, or a SuperTransformer checkpoint + SubConfig (+ data dir)."""
     checkpoint = Path(checkpoint)
-    state = _torch_load(checkpoint, map_location)
+    state = load_torch(checkpoint, "model file", map_location)
     fmt = state.get("format") if isinstance(state, dict) else None
     if fmt == FORMAT:
         tr = from_state(state, checkpoint, map_location)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,10 @@ from typing import Any, Iterable
 import numpy as np
 
 from hat.errors import ConfigError, DataError
-from hat.space import HAT_FEATURE_NAMES, DesignSpace, SubConfig, _arbitrary_to_count
+from hat.files import check_fields, read_json
+from hat.space import HAT_FEATURE_NAMES, DesignSpace, SubConfig, ende_attn_count
 
+log = logging.getLogger(__name__)
 LATENCY_COLUMNS = ("latency_mean_encoder", "latency_mean_decoder", "latency_std_encoder", "latency_std_decoder")
 HAT_COLUMNS = HAT_FEATURE_NAMES + LATENCY_COLUMNS
 OUR_COLUMNS = HAT_COLUMNS + ("config", "params", "macs", "peak_memory_bytes")
@@ -115,19 +118,22 @@ def read_latency_csv(path: str | Path) -> LatencyData:
         if has_cfg:
             try:
                 cfgs.append(SubConfig.from_dict(json.loads(row[col["config"]]), source=where))
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # malformed, or nested past the parser's depth
                 raise DataError(f"{where}: column config is not JSON") from None
             except ConfigError as e:
                 raise DataError(str(e)) from None
     if not enc:
         raise DataError(f"{path}: no data rows")
-    meta = {}
+    dups = len(cfgs) - len({c.key() for c in cfgs})
+    if dups:  # e.g. two `hat measure` runs appended to one file before writers were locked out
+        log.warning("%s: %d row(s) repeat a config measured earlier in the file; each counts as a sample", path, dups)
     mp = meta_path(path)
-    if mp.is_file():
-        try:
-            meta = json.loads(mp.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise DataError(f"{mp}: malformed JSON") from None
+    meta = read_json(mp, "latency CSV metadata", DataError) if mp.is_file() else {}
+    check_fields(meta, {"space": str, "device": str, "protocol": dict}, str(mp), DataError)
+    bad = [k for k, v in meta.get("protocol", {}).items() if k in ("src_len", "tgt_len", "beam", "vocab_size")
+           and v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1)]
+    if bad:
+        raise DataError(f"{mp}: protocol {bad[0]} must be a positive integer")
     return LatencyData(str(path), np.array(feats, dtype=np.float64), np.array(enc), np.array(dec),
                        cfgs if has_cfg else None, meta)
 
@@ -148,7 +154,7 @@ def check_rows_in_space(data: LatencyData, space: DesignSpace) -> None:
               "decoder_ffn_embed_dim_avg": ch["decoder_ffn_embed_dim"],
               "decoder_self_attention_heads_avg": ch["decoder_self_attention_heads"],
               "decoder_ende_attention_heads_avg": ch["decoder_ende_attention_heads"],
-              "decoder_arbitrary_ende_attn_avg": [_arbitrary_to_count(a) for a in ch["decoder_arbitrary_ende_attn"]]}
+              "decoder_arbitrary_ende_attn_avg": [ende_attn_count(a) for a in ch["decoder_arbitrary_ende_attn"]]}
     for k, f in enumerate(data.hat_features, start=1):
         v = dict(zip(HAT_FEATURE_NAMES, f))
         for name in ("encoder_embed_dim", "decoder_embed_dim", "encoder_layer_num", "decoder_layer_num"):
@@ -161,39 +167,40 @@ def check_rows_in_space(data: LatencyData, space: DesignSpace) -> None:
                                 f"range {min(vals)}-{max(vals)} (a row of another space?)")
 
 
-def write_hat_csv(path: str | Path, data: LatencyData) -> None:
-    """HAT's 14-column format (e.g. to hand our measurements to HAT's own predictor)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(HAT_COLUMNS)
-        for j in range(len(data)):
-            w.writerow([*(f"{x:g}" for x in data.hat_features[j]), data.latency_encoder[j], data.latency_decoder[j], 0.0, 0.0])
-
-
 class LatencyWriter:
     """Appends rows to our CSV, flushed and fsynced per row so an interrupted run loses at most
-    the row in flight; `measured()` reports config keys already present for resuming."""
+    the row in flight; `measured()` reports config keys already present for resuming.
+
+    One writer per file: the file stays locked (an advisory `flock`) while open, so a second
+    `hat measure` on it is refused instead of measuring every config twice. An existing file is
+    checked before anything touches it: ours (our header) is repaired (a partial last line from a
+    kill is dropped), anything else (notes, HAT's CSV) is refused and left as it is."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair()
-        new = not self.path.is_file() or self.path.stat().st_size == 0
-        self._f = open(self.path, "a", newline="", encoding="utf-8")
+        self._f = open(self.path, "a+", newline="", encoding="utf-8")  # creates, never truncates
+        try:
+            _lock(self._f, self.path)
+            self._check_and_repair()
+        except BaseException:
+            self._f.close()
+            raise
         self._w = csv.writer(self._f)
-        if new:
+        if self.path.stat().st_size == 0:
             self._w.writerow(OUR_COLUMNS)
             self._f.flush()
 
-    def _repair(self) -> None:
-        """Drop a partial last line left by a kill mid-write (no trailing newline)."""
-        if not self.path.is_file() or self.path.stat().st_size == 0:
-            return
+    def _check_and_repair(self) -> None:
         data = self.path.read_bytes()
-        if not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            with open(self.path, "r+b") as f:
-                f.truncate(cut)
+        header = ",".join(OUR_COLUMNS).encode()
+        first = data.split(b"\n", 1)[0].rstrip(b"\r")
+        ours = first == header or (b"\n" not in data and header.startswith(data))  # or a header cut short
+        if data and not ours:
+            raise DataError(f"{self.path}: exists and is not a latency CSV written by `hat measure` (its first line "
+                            "is not our header), so it is left as it is; use another --out")
+        if data and not data.endswith(b"\n"):
+            self._f.truncate(data.rfind(b"\n") + 1)  # the row (or header) a kill cut short
 
     def measured(self) -> set[tuple]:
         if self.path.stat().st_size == 0:
@@ -204,14 +211,17 @@ class LatencyWriter:
             header = next(reader, None)
             if header is None:
                 return set()
-            if "config" not in header:
-                raise DataError(f"{self.path}: exists but has no config column, cannot resume into it")
             ci = header.index("config")
             keys = set()
             for i, row in enumerate(reader, start=2):
                 if len(row) != len(header):
                     raise DataError(f"{self.path}:{i}: malformed row, cannot resume (fix or remove the file)")
-                keys.add(SubConfig.from_dict(json.loads(row[ci])).key())
+                try:
+                    cfg = json.loads(row[ci])
+                    keys.add(SubConfig.from_dict(cfg, source=f"{self.path}:{i}").key())
+                except (ValueError, TypeError, RecursionError):
+                    raise DataError(f"{self.path}:{i}: column config is not a SubConfig, cannot resume "
+                                    "(fix or remove the row)") from None
         return keys
 
     def write(self, cfg: SubConfig, hat_feats: dict[str, float], lat: dict[str, float], params: int, macs: int,
@@ -224,10 +234,24 @@ class LatencyWriter:
         os.fsync(self._f.fileno())
 
     def close(self) -> None:
-        self._f.close()
+        self._f.close()  # releases the lock
 
     def __enter__(self) -> "LatencyWriter":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _lock(f: Any, path: Path) -> None:
+    """Hold an exclusive advisory lock on the open file `f` (released when it is closed or the
+    process dies, so a killed run leaves no stale lock); refuse when another process holds it."""
+    try:
+        import fcntl  # noqa: PLC0415  (POSIX; elsewhere files are not locked)
+    except ImportError:
+        return
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise DataError(f"{path}: another process is writing to it (`hat measure` holds its lock); wait for "
+                        "it to finish or use another --out") from None

@@ -2,10 +2,8 @@
 
 A device YAML holds `name`, `description`, `predictor` (optional path) and `protocol`
 (src_len, tgt_len, beam, threads, backend, lat_norm ...). A relative predictor path is looked up
-in this order: the current directory, the project directory (the parent of the `hat` package,
-i.e. the repo root for a checkout or an editable install) and the YAML's own directory. A plain
-`pip install` ships no `latency_predictors/`, so there pass `--predictor PATH` or put an absolute
-path in your device YAML.
+next to the YAML first (the shipped predictors sit beside their device files inside the
+package, so a plain `pip install` finds them), then in the current directory.
 """
 from __future__ import annotations
 
@@ -14,9 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hat.errors import ConfigError
-from hat.shipped import available, read_yaml, resolve
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
+from hat.shipped import read_yaml, resolve
 
 
 @dataclass(frozen=True)
@@ -42,25 +38,23 @@ class DeviceSpec:
         )
         if not self.predictor:
             raise ConfigError(f"device {self.name}: no latency predictor yet; {how}")
-        found = find_file(self.predictor, Path(self.source).parent if self.source else None)
+        here = Path(self.source).parent if self.source else None
+        found = find_file(self.predictor, here)
         if found is None:
-            raise ConfigError(f"device {self.name}: predictor {self.predictor} not found (cwd, {PROJECT_DIR}); {how}")
+            where = f"{here}, the current directory" if here else "the current directory"
+            raise ConfigError(f"device {self.name}: predictor {self.predictor} not found ({where}); {how}")
         return found
 
 
-def find_file(path: str | Path, extra_dir: Path | None = None) -> Path | None:
-    """Resolve a relative path against the cwd, the project dir, then `extra_dir`."""
+def find_file(path: str | Path, yaml_dir: Path | None = None) -> Path | None:
+    """Resolve a relative path against the device YAML's directory, then the current directory."""
     p = Path(path).expanduser()
     if p.is_absolute():
         return p if p.is_file() else None
-    for base in (Path.cwd(), PROJECT_DIR, extra_dir):
+    for base in (yaml_dir, Path.cwd()):
         if base is not None and (base / p).is_file():
             return (base / p).resolve()
     return None
-
-
-def available_devices() -> list[str]:
-    return available("device")
 
 
 def resolve_device(name: str | Path) -> DeviceSpec:

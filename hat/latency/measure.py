@@ -1,4 +1,4 @@
-"""On-device latency measurement with HAT's protocol (DESIGN.md §4).
+"""On-device latency measurement with HAT's protocol.
 
 HAT times batch 1, a 30-token source, the encoder once and then 30 incremental decoder
 steps over beam-5 copies with the KV cache, embeddings and output projection included and no
@@ -6,27 +6,34 @@ beam bookkeeping; 5 warm-ups, then N runs of which the fastest and slowest 10% a
 Every knob is a field of `Protocol`. The model timed is the standalone SubTransformer
 (`extract(super, cfg)`), since that is what deploys.
 
-Backends: `torch` (CPU, `time.perf_counter`; pure PyTorch, runs on a Raspberry Pi as is),
-`cuda` (CUDA events, when a GPU is present) and `onnxruntime` (only if importable).
+Timing backends (the BACKENDS registry): `torch` (CPU, `time.perf_counter`; pure PyTorch, runs
+on a Raspberry Pi as is), `cuda` (CUDA events, when a GPU is present) and `onnxruntime` (only if
+importable). A backend maps (model, protocol) to encoder and decoder closures and their timer.
 """
 from __future__ import annotations
 
 import gc
-import json
 import os
 import platform
 import resource
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
-from hat.errors import ConfigError
+from hat.errors import ConfigError, first_line
+from hat.registry import Registry
 from hat.space import DesignSpace, SubConfig
 
-BACKENDS = ("torch", "cuda", "onnxruntime")
+if TYPE_CHECKING:
+    from hat.latency.devices import DeviceSpec
+
+Closure = Callable[[], None]
+Timer = Callable[[Closure], float]  # milliseconds one call of a closure takes
+# name -> (model, protocol) -> (encoder closure, decoder closure, their timer)
+BACKENDS: Registry[Callable[[torch.nn.Module, "Protocol"], tuple[Closure, Closure, Timer]]] = Registry("timing backend")
 TIMERS = ("wall", "cpu")
 
 
@@ -50,8 +57,17 @@ class Protocol:
         return asdict(self)
 
     def check(self) -> "Protocol":
-        if min(self.src_len, self.tgt_len, self.beam, self.batch, self.runs, self.vocab_size) < 1 or self.warmup < 0:
-            raise ConfigError("latency protocol: src_len, tgt_len, beam, batch, runs, vocab_size must be >= 1")
+        from hat.model import ModelArgs  # noqa: PLC0415
+
+        if min(self.src_len, self.tgt_len, self.beam, self.batch, self.runs) < 1 or self.warmup < 0:
+            raise ConfigError("latency protocol: src_len, tgt_len, beam, batch, runs must be >= 1, warmup >= 0")
+        if max(self.src_len, self.tgt_len) > ModelArgs.max_positions:
+            raise ConfigError(f"latency protocol: src_len {self.src_len} / tgt_len {self.tgt_len}: at most "
+                              f"{ModelArgs.max_positions} (the models' positions)")
+        if self.vocab_size < 5:
+            raise ConfigError(f"latency protocol: vocab_size {self.vocab_size}: at least 5 (4 special symbols and a word)")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"latency protocol: threads {self.threads}: at least 1 (or leave it unset: torch's)")
         if not 0 <= self.drop_frac < 0.5:
             raise ConfigError(f"latency protocol: drop fraction {self.drop_frac} must be in [0, 0.5)")
         if self.backend not in BACKENDS:
@@ -62,6 +78,16 @@ class Protocol:
             raise ConfigError("latency protocol: --timer cpu needs --threads 1 and --backend torch "
                               "(it reads the calling thread's CPU clock)")
         return self
+
+    @classmethod
+    def from_device(cls, spec: "DeviceSpec", space: DesignSpace | None = None, **overrides: Any) -> "Protocol":
+        """HAT's defaults <- the device YAML's `protocol:` <- `overrides` (None: not given), checked.
+        Without a vocabulary size from either, the space's default (`default_vocab_size`)."""
+        kw = {k: v for k, v in spec.protocol.items() if k in cls.__dataclass_fields__}
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        if space is not None:
+            kw.setdefault("vocab_size", default_vocab_size(space))
+        return cls(**kw).check()
 
 
 def default_vocab_size(space: DesignSpace) -> int:
@@ -201,7 +227,7 @@ def _torch_closures(model: torch.nn.Module, protocol: Protocol, device: torch.de
 
     def dec() -> None:
         enc_out = state["enc"].reorder(order)  # beam copies of the encoder output
-        cache: list[dict] = []
+        cache: list = []  # per-layer LayerState, extended by Decoder.step (the step ONNX exports)
         for t in range(protocol.tgt_len):
             model.decode_step(tgt[:, : t + 1], enc_out, cache)
 
@@ -232,65 +258,68 @@ def _time_cuda(fn: Callable[[], None]) -> float:
 
 
 def _onnx_closures(model: torch.nn.Module, protocol: Protocol) -> tuple[Callable, Callable]:
-    """ONNX Runtime on the exported encoder and decoder-step graphs (`hat export --format onnx`),
-    so the decoder runs HAT's incremental protocol with an explicit KV cache. The encoder graph
-    also computes the encoder-decoder K/V, which the torch backend counts in the decoder's first
-    step: the split moves, the total does not."""
+    """ONNX Runtime on the exported encoder and decoder-step graphs (`hat export --format onnx`,
+    run by the same `OrtStepper` as `greedy_onnx`), so the decoder runs HAT's incremental
+    protocol with an explicit KV cache. The encoder graph also computes the encoder-decoder K/V,
+    which the torch backend counts in the decoder's first step: the split moves, the total does not."""
     try:
-        import onnxruntime as ort  # noqa: PLC0415
+        import onnxruntime  # noqa: F401, PLC0415
     except ImportError:
         raise ConfigError("backend onnxruntime: onnxruntime is not installed (pip install hat[onnx])") from None
     import tempfile  # noqa: PLC0415
 
-    from hat.export.onnx_export import _names, export_graphs  # noqa: PLC0415
+    from hat.export.onnx_export import OrtStepper, export_graphs  # noqa: PLC0415
 
     tmp = tempfile.TemporaryDirectory(prefix="hat-ort-")
-    enc_path, dec_path = export_graphs(model, tmp.name)
-    opts = ort.SessionOptions()
-    if protocol.threads:
-        opts.intra_op_num_threads = protocol.threads
-    enc_sess = ort.InferenceSession(str(enc_path), opts, providers=["CPUExecutionProvider"])
-    dec_sess = ort.InferenceSession(str(dec_path), opts, providers=["CPUExecutionProvider"])
+    export_graphs(model, tmp.name)
+    ort = OrtStepper(tmp.name, protocol.threads)
     src, tgt = _inputs(protocol, protocol.vocab_size, torch.device("cpu"))
     src_np, tgt_np = src.numpy(), tgt.numpy()
     order = np.repeat(np.arange(protocol.batch), protocol.beam)
-    L, qkv = model.decoder.num_layers, model.qkv_dim
-    dec_in = _names(L)[1]
     state: dict[str, Any] = {"tmp": tmp}  # keeps the graph files alive as long as the closures
 
     def enc() -> None:
-        state["enc"] = enc_sess.run(None, {"src_tokens": src_np})
+        state["enc"] = ort.encode(src_np)
 
     def dec() -> None:
         enc_out = [a[order] for a in state["enc"]]  # beam copies
-        past = [np.zeros((len(order), 0, qkv), dtype=np.float32) for _ in range(2 * L)]
+        cache = ort.empty_cache(len(order))
         for t in range(protocol.tgt_len):
-            feeds = dict(zip(dec_in, [tgt_np[:, t : t + 1], np.array([t], dtype=np.int64), *enc_out, *past]))
-            _, *past = dec_sess.run(None, feeds)
+            _, cache = ort.step(tgt_np[:, t : t + 1], t, enc_out, cache)
 
     return enc, dec
+
+
+@BACKENDS.register("torch")
+def _torch_backend(model: torch.nn.Module, protocol: Protocol) -> tuple[Closure, Closure, Timer]:
+    enc, dec = _torch_closures(model, protocol, next(model.parameters()).device)
+    return enc, dec, _time_thread_cpu if protocol.timer == "cpu" else _time_torch_cpu
+
+
+@BACKENDS.register("cuda")
+def _cuda_backend(model: torch.nn.Module, protocol: Protocol) -> tuple[Closure, Closure, Timer]:
+    enc, dec = _torch_closures(model, protocol, next(model.parameters()).device)
+    return enc, dec, _time_cuda
+
+
+@BACKENDS.register("onnxruntime")
+def _onnxruntime_backend(model: torch.nn.Module, protocol: Protocol) -> tuple[Closure, Closure, Timer]:
+    try:
+        enc, dec = _onnx_closures(model, protocol)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001  (exporter failures come in many types)
+        raise ConfigError(f"backend onnxruntime: ONNX export failed ({type(e).__name__}: {first_line(e, 160)}); "
+                          "use --backend torch") from None
+    return enc, dec, _time_torch_cpu
 
 
 def time_model(model: torch.nn.Module, protocol: Protocol) -> dict[str, float]:
     """Time one built model: encoder and decoder mean/std (ms) over the trimmed runs."""
     protocol.check()
     model.eval()
-    cuda = protocol.backend == "cuda"
     with torch.inference_mode():
-        if protocol.backend == "onnxruntime":
-            try:
-                enc, dec = _onnx_closures(model, protocol)
-            except ConfigError:
-                raise
-            except Exception as e:  # noqa: BLE001  (exporter failures come in many types)
-                msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-                raise ConfigError(f"backend onnxruntime: ONNX export failed ({type(e).__name__}: {msg}); "
-                                  "use --backend torch") from None
-            timer = _time_torch_cpu
-        else:
-            device = next(model.parameters()).device
-            enc, dec = _torch_closures(model, protocol, device)
-            timer = _time_cuda if cuda else (_time_thread_cpu if protocol.timer == "cpu" else _time_torch_cpu)
+        enc, dec, timer = BACKENDS.get(protocol.backend)(model, protocol)
         for _ in range(protocol.warmup):
             enc()
             dec()
@@ -334,10 +363,6 @@ class Measurer:
         del sub
         out["peak_memory_bytes"] = mem.peak
         return out
-
-
-def protocol_json(protocol: Protocol) -> str:
-    return json.dumps(protocol.to_dict(), sort_keys=True)
 
 
 __all__ = ["BACKENDS", "Measurer", "PeakMemory", "Protocol", "cpu_description", "default_vocab_size",

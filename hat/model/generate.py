@@ -4,16 +4,23 @@ Beam search follows fairseq's SequenceGenerator so that exported models decode a
 the decoder starts from EOS, a hypothesis is scored by its summed log-probability over
 `(length incl. EOS) ** lenpen`, only EOS among the top `beam` candidates finalizes, and a
 sentence stops once `beam` hypotheses are finished. The length limit is per sentence:
-`max_len_a * src_len + max_len_b` tokens, `src_len` counting the source EOS.
+`max_len_a * src_len + max_len_b` tokens, `src_len` counting the source EOS, so results do not
+depend on how sentences are batched (fairseq computes it from the PADDED batch length; the two
+agree at `fairseq-generate --batch-size 1`). `generate` decodes a whole corpus: batches sorted
+by source length under a token budget, hypotheses returned in corpus order.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
 from hat.model.transformer import EncoderDecoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -165,3 +172,88 @@ def beam_search(
         active = still
         step += 1
     return [sorted(f, key=lambda h: -h.score)[:nbest] for f in finished]
+
+
+# ---- over a corpus ---------------------------------------------------------------------------
+def length_sorted_batches(lengths: Sequence[int], max_tokens: int, max_sentences: int | None) -> list[list[int]]:
+    """Indices sorted by length (longest first, stable), cut so `n * max_len <= max_tokens`."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    cur_max = 0
+    for i in order:
+        n = lengths[i]
+        new_max = max(cur_max, n)
+        if cur and ((len(cur) + 1) * new_max > max_tokens or (max_sentences and len(cur) >= max_sentences)):
+            batches.append(cur)
+            cur, new_max = [], n
+        cur.append(i)
+        cur_max = new_max
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def left_pad(seqs: Sequence[torch.Tensor], pad: int) -> torch.Tensor:
+    """One (B, max_len) batch, sequences right-aligned after `pad` (fairseq's source padding)."""
+    width = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), width), pad, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        out[r, width - len(s):] = s
+    return out
+
+
+def truncate_sources(sources: Sequence[torch.Tensor], max_positions: int, eos: int = 2,
+                     what: str = "generate") -> list[torch.Tensor]:
+    """Sources cut to the model's `max_positions` (their first tokens, then EOS), with a warning
+    that counts them: generation translates every sentence, so where training, validation and
+    scoring skip an over-long pair, decoding truncates its source."""
+    long = [i for i, s in enumerate(sources) if len(s) > max_positions]
+    if not long:
+        return list(sources)
+    log.warning("%s: truncated %d source(s) longer than max_positions=%d tokens", what, len(long), max_positions)
+    out = list(sources)
+    for i in long:
+        out[i] = torch.cat([out[i][: max_positions - 1], out[i].new_tensor([eos])])
+    return out
+
+
+@torch.no_grad()
+def generate(
+    model: EncoderDecoder,
+    sources: Sequence[torch.Tensor],
+    *,
+    beam: int = 4,
+    lenpen: float = 0.6,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    max_tokens: int = 4096,
+    max_sentences: int | None = None,
+    pad: int = 1,
+    eos: int = 2,
+    progress: bool = True,
+    desc: str = "generate",
+) -> list[list[int]]:
+    """Best hypothesis (token ids, no EOS) for each source (ids ending in EOS), in input order."""
+    from tqdm import tqdm
+
+    model.eval()
+    device = next(model.parameters()).device
+    sources = truncate_sources(sources, model.args.max_positions, eos, desc)
+    lengths = [len(s) for s in sources]
+    batches = length_sorted_batches(lengths, max_tokens, max_sentences)
+    out: list[list[int] | None] = [None] * len(sources)
+    bar = tqdm(total=len(sources), desc=desc, unit="sent", disable=None if progress else True, leave=False)
+    for idx in batches:
+        src = left_pad([sources[i] for i in idx], pad).to(device)
+        src_lengths = torch.tensor([lengths[i] for i in idx], device=device)
+        kw = dict(eos=eos, pad=pad, max_len_a=max_len_a, max_len_b=max_len_b)
+        if beam <= 1:
+            hyps = [h.tokens for h in greedy_search(model, src, src_lengths, **kw)]
+        else:
+            hyps = [h[0].tokens for h in beam_search(model, src, src_lengths, beam=beam, lenpen=lenpen, **kw)]
+        for i, h in zip(idx, hyps):
+            out[i] = [t for t in h if t != eos]
+        bar.update(len(idx))
+    bar.close()
+    return out  # type: ignore[return-value]

@@ -5,8 +5,8 @@ import torch
 
 from hat.model.super import SuperTransformer
 from hat.model.transformer import Decoder, Encoder, EncoderDecoder, ModelArgs, make_embeddings
-from hat.nn import SinusoidalPositions, front_slice
-from hat.space import SubConfig, encoder_layers_attended
+from hat.nn import SinusoidalPositions, ende_layers, front_slice
+from hat.space import SubConfig
 
 
 class SubTransformer(EncoderDecoder):
@@ -27,7 +27,7 @@ class SubTransformer(EncoderDecoder):
             enc_emb, de, list(zip(config.encoder_ffn_embed_dim, config.encoder_self_attention_heads)), qkv_dim, args, enc_pos
         )
         dec_layers = [
-            (f, hs, he, encoder_layers_attended(config, i))
+            (f, hs, he, ende_layers(config.decoder_arbitrary_ende_attn[i], config.encoder_layer_num))
             for i, (f, hs, he) in enumerate(
                 zip(config.decoder_ffn_embed_dim, config.decoder_self_attention_heads, config.decoder_ende_attention_heads)
             )

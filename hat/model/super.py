@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from hat.model.transformer import Decoder, Encoder, EncoderDecoder, ModelArgs, make_embeddings
-from hat.nn import SinusoidalPositions
-from hat.space import DesignSpace, SubConfig, encoder_layers_attended
+from hat.nn import SinusoidalPositions, ende_layers
+from hat.space import DesignSpace, SubConfig
 
 
 class SuperTransformer(EncoderDecoder):
@@ -49,9 +49,10 @@ class SuperTransformer(EncoderDecoder):
             enc.layer_norm.configure(de)
         dec.embed_dim, dec.num_layers, dec.dropout = dd, cfg.decoder_layer_num, dec_drop
         for i in range(cfg.decoder_layer_num):
+            n_mem = ende_layers(cfg.decoder_arbitrary_ende_attn[i], cfg.encoder_layer_num)
             dec.layers[i].configure(
                 dd, de, cfg.decoder_ffn_embed_dim[i], cfg.decoder_self_attention_heads[i],
-                cfg.decoder_ende_attention_heads[i], encoder_layers_attended(cfg, i), dec_drop, dec_att,
+                cfg.decoder_ende_attention_heads[i], n_mem, dec_drop, dec_att,
             )
         if dec.layer_norm is not None:
             dec.layer_norm.configure(dd)

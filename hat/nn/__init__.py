@@ -1,14 +1,33 @@
-"""Elastic ops: modules whose forward uses a front slice of a shared, maximal weight."""
-from hat.nn.attention import MultiheadAttention, attention
-from hat.nn.elastic import ElasticEmbedding, ElasticLayerNorm, ElasticLinear, front_slice
-from hat.nn.positions import SinusoidalPositions
+"""Building blocks: the plain Transformer parts (`blocks`) and the elastic ops that front-slice
+shared weights (`elastic`)."""
+from hat.nn.blocks import (
+    DecoderLayer,
+    EncoderLayer,
+    FeedForward,
+    MultiheadAttention,
+    SinusoidalPositions,
+    TokenEmbedding,
+    attention,
+    ende_layers,
+    encoder_states,
+    memory,
+    memory_mask,
+)
+from hat.nn.elastic import ElasticLayerNorm, ElasticLinear, front_slice
 
 __all__ = [
-    "ElasticEmbedding",
+    "DecoderLayer",
     "ElasticLayerNorm",
     "ElasticLinear",
+    "EncoderLayer",
+    "FeedForward",
     "MultiheadAttention",
     "SinusoidalPositions",
+    "TokenEmbedding",
     "attention",
+    "ende_layers",
+    "encoder_states",
     "front_slice",
+    "memory",
+    "memory_mask",
 ]

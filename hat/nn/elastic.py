@@ -58,19 +58,3 @@ class ElasticLayerNorm(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.active_dim
         return F.layer_norm(x, (d,), self.weight[:d], self.bias[:d], self.eps)
-
-
-class ElasticEmbedding(nn.Embedding):
-    """Token embedding read at the first `dim` columns.
-
-    The dim is an argument, not state, because one shared table may be read at two
-    widths in the same forward pass (encoder and decoder with shared embeddings).
-    """
-
-    def forward(self, tokens: torch.Tensor, dim: int | None = None) -> torch.Tensor:  # type: ignore[override]
-        w = self.weight if dim is None else self.weight[:, :dim]
-        return F.embedding(tokens, w, self.padding_idx)
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Output projection tied to this table: logits = x @ W[:, :d]^T."""
-        return F.linear(x, self.weight[:, : x.size(-1)])

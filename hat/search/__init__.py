@@ -1,7 +1,12 @@
 """Hardware-aware architecture search: HAT's evolution, random and NSGA-II baselines, scorers
 (inherited-weight validation loss, decoder-parameter proxy), Pareto utilities and
-resumable per-generation state. `hat search` (hat.commands.search) drives it."""
+resumable per-generation state. `hat search` (hat.commands.search) drives it.
+
+Algorithms register in ALGORITHMS (`hat.search.evolution`), scorers in SCORERS
+(`hat.search.scorers`); importing this package registers the shipped ones.
+"""
 from hat.search.evolution import (
+    ALGORITHMS,
     EvolutionSettings,
     Evaluated,
     NoFeasibleConfigError,
@@ -10,14 +15,14 @@ from hat.search.evolution import (
     evolution_search,
     lowest_latency,
 )
+from hat.search.nsga2 import nsga2_search
 from hat.search.pareto import dominates, non_dominated, plot_front, write_front_csv
 from hat.search.random_search import random_search
 from hat.search.scorers import (
     SCORERS,
     FunctionScorer,
-    Latency,
     LossScorer,
-    MacsPredictor,
+    LossSettings,
     ParamsScorer,
     Scorer,
     decoder_params,
@@ -25,18 +30,9 @@ from hat.search.scorers import (
 )
 from hat.search.state import GenerationLog, SearchState, load_state, save_state
 
-
-def _nsga2(*args, **kwargs) -> SearchResult:
-    from hat.search.nsga2 import nsga2_search
-
-    return nsga2_search(*args, **kwargs)
-
-
-ALGORITHMS = {"evolution": evolution_search, "random": random_search, "nsga2": _nsga2}
-
 __all__ = [
-    "ALGORITHMS", "SCORERS", "EvolutionSettings", "Evaluated", "FunctionScorer", "GenerationLog", "Latency",
-    "LossScorer", "MacsPredictor", "NoFeasibleConfigError", "ParamsScorer", "Scorer", "SearchResult", "SearchRun",
-    "SearchState", "decoder_params", "dominates", "evolution_search", "kendall_tau", "load_state",
-    "lowest_latency", "non_dominated", "plot_front", "random_search", "save_state", "write_front_csv",
+    "ALGORITHMS", "SCORERS", "EvolutionSettings", "Evaluated", "FunctionScorer", "GenerationLog", "LossScorer",
+    "LossSettings", "NoFeasibleConfigError", "ParamsScorer", "Scorer", "SearchResult", "SearchRun", "SearchState",
+    "decoder_params", "dominates", "evolution_search", "kendall_tau", "load_state", "lowest_latency",
+    "non_dominated", "nsga2_search", "plot_front", "random_search", "save_state", "write_front_csv",
 ]

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hat.errors import HatError
+from hat.latency.estimate import Latency
+from hat.registry import Registry
 from hat.search.pareto import non_dominated
-from hat.search.scorers import Latency, Scorer, rank_and_world
+from hat.search.scorers import Scorer, rank_and_world
 from hat.search.state import GenerationLog, SearchState, load_state, save_state
 from hat.space import DesignSpace, SubConfig
 
@@ -27,9 +30,13 @@ class NoFeasibleConfigError(HatError):
     """No configuration of the space meets the latency constraint."""
 
 
+# name -> search function `(space, scorer, latency, constraint, settings, **SearchRun kwargs) -> SearchResult`
+ALGORITHMS: Registry[Callable[..., "SearchResult"]] = Registry("search algorithm")
+
+
 @dataclass
 class EvolutionSettings:
-    """HAT's defaults (DESIGN.md §5); also the budget the baselines get."""
+    """HAT's search settings and defaults (`evo_search/*.yml`); also the budget the baselines get."""
 
     population: int = 125
     parents: int = 25
@@ -191,6 +198,10 @@ class SearchRun:
         return self._elapsed0 + time.perf_counter() - self._t0
 
     def start(self) -> None:
+        """Open the log; on a resumed search, say where it goes on from (the algorithm has read the state)."""
+        if self.state.generation >= 0 and self.rank == 0:
+            print(f"resumed {self.state_path} after generation {self.state.generation} "
+                  f"({len(self.state.evaluated)} scored candidates reused)", file=sys.stderr)
         self.log.start(self.state.generation + 1)
 
     def end_generation(self, population: Sequence[SubConfig], scores: Sequence[float],
@@ -238,6 +249,7 @@ def json_roundtrip(d: dict) -> dict:
 
 
 # --------------------------------------------------------------------------------------
+@ALGORITHMS.register("evolution")
 def evolution_search(
     space: DesignSpace,
     scorer: Scorer,

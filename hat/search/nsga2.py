@@ -6,21 +6,23 @@ are inert), so pymoo's standard integer operators apply (SBX + polynomial mutati
 rounding). The latency constraint, when given, is an inequality constraint; infeasible
 offspring are not scored (their score objective is a large constant), so the scorer's
 budget is spent on candidates that could be chosen. The initial population is uniform
-feasible samples, like evolution's. pymoo's algorithm object (with its RNG) is pickled
-into the state file each generation, so a killed search resumes exactly.
+feasible samples, like evolution's. The state file holds pymoo's algorithm as plain data (its
+population with objectives, constraint values, ranks and crowding distances, the generation
+counter and the RNG state as numbers); a resumed search rebuilds the algorithm from it and
+continues exactly as an uninterrupted one. Nothing is unpickled: a state file is only data.
 """
 from __future__ import annotations
 
-import base64
 import math
-import pickle
+import time
 from typing import Any
 
 import numpy as np
 
-from hat.errors import HatError
-from hat.search.evolution import EvolutionSettings, SearchResult, SearchRun
-from hat.search.scorers import Latency, Scorer
+from hat.errors import HatError, first_line
+from hat.latency.estimate import Latency
+from hat.search.evolution import ALGORITHMS, EvolutionSettings, SearchResult, SearchRun
+from hat.search.scorers import Scorer
 from hat.space import LAYER_FIELDS_DEC, LAYER_FIELDS_ENC, SCALAR_FIELDS, DesignSpace, SubConfig
 
 INFEASIBLE_SCORE = 1e9
@@ -76,6 +78,7 @@ def _pymoo():
     return NSGA2, Evaluator, Problem, SBX, PM, RoundingRepair, StaticProblem
 
 
+@ALGORITHMS.register("nsga2")
 def nsga2_search(
     space: DesignSpace,
     scorer: Scorer,
@@ -92,24 +95,27 @@ def nsga2_search(
     run = SearchRun("nsga2", space, scorer, latency, constraint, s, **run_kwargs)
     codec = GeneCodec(space)
     n_off = max(s.mutations + s.crossovers, 1)
+    problem = Problem(n_var=len(codec.slots), n_obj=2, n_ieq_constr=1, xl=np.zeros(len(codec.slots)),
+                      xu=codec.upper.astype(float), vtype=int)
+
+    def algorithm(sampling: np.ndarray):
+        algo = NSGA2(
+            pop_size=s.population, n_offsprings=n_off, sampling=sampling,
+            crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
+            mutation=PM(prob=1.0, eta=20, vtype=float, repair=RoundingRepair()),
+            eliminate_duplicates=True,
+        )
+        return algo.setup(problem, termination=("n_gen", s.iterations + 1), seed=s.seed, verbose=False)
+
+    if run.generation >= 0:
+        algo = restore(run.state.extra.get("pymoo"), algorithm, problem, codec, run.state_path)
     run.start()
     try:
         if run.generation < 0:
             run.check_feasible()
             rng = run.rng
             init = [run.feasible(lambda: space.sample(rng), "random sample") for _ in range(s.population)]
-            problem = Problem(n_var=len(codec.slots), n_obj=2, n_ieq_constr=1, xl=np.zeros(len(codec.slots)),
-                              xu=codec.upper.astype(float), vtype=int)
-            algo = NSGA2(
-                pop_size=s.population, n_offsprings=n_off,
-                sampling=np.stack([codec.encode(c) for c in init]).astype(float),
-                crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
-                mutation=PM(prob=1.0, eta=20, vtype=float, repair=RoundingRepair()),
-                eliminate_duplicates=True,
-            )
-            algo.setup(problem, termination=("n_gen", s.iterations + 1), seed=s.seed, verbose=False)
-        else:
-            algo = pickle.loads(base64.b64decode(run.state.extra["pymoo"]))
+            algo = algorithm(np.stack([codec.encode(c) for c in init]).astype(float))
         while run.generation < s.iterations and algo.has_next():
             pop = algo.ask()
             cfgs = [codec.decode(x) for x in pop.get("X")]
@@ -123,7 +129,7 @@ def nsga2_search(
             G = (np.asarray(lats, dtype=float) - cap).reshape(-1, 1)
             Evaluator().eval(StaticProblem(algo.problem, F=F, G=G), pop)
             algo.tell(infills=pop)
-            run.state.extra["pymoo"] = base64.b64encode(pickle.dumps(algo)).decode("ascii")
+            run.state.extra["pymoo"] = snapshot(algo)
             cur = [codec.decode(x) for x in algo.pop.get("X")]
             cur_scores = [float(v) for v in algo.pop.get("F")[:, 1]]
             cur_ok = [latency(c) <= run.constraint for c in cur]
@@ -133,3 +139,48 @@ def nsga2_search(
     finally:
         run.log.close()
     return run.result()
+
+
+# ---- the algorithm as plain data -------------------------------------------------------------
+def snapshot(algo: Any) -> dict[str, Any]:
+    """What NSGA-II carries from one generation to the next, as JSON-able numbers: the survivors
+    (genes, objectives, constraint values, rank and crowding distance, which the next tournament
+    reads), the generation counter and the RNG's state."""
+    pop = algo.pop
+    num = lambda v: None if v is None else float(v)  # noqa: E731  (infeasible survivors have no rank)
+    return {"n_iter": int(algo.n_iter), "rng": algo.random_state.bit_generator.state,
+            "X": pop.get("X").tolist(), "F": pop.get("F").tolist(), "G": pop.get("G").tolist(),
+            "rank": [num(v) for v in pop.get("rank")], "crowding": [num(v) for v in pop.get("crowding")]}
+
+
+def restore(data: Any, algorithm: Any, problem: Any, codec: GeneCodec, where: Any) -> Any:
+    """A fresh NSGA-II set to a `snapshot`; a missing or malformed one is one HatError naming the
+    state file (never unpickled, never indexed unchecked)."""
+    from pymoo.core.evaluator import Evaluator
+    from pymoo.core.population import Population
+    from pymoo.problems.static import StaticProblem
+
+    try:
+        X = np.asarray(data["X"], dtype=float)
+        F, G = np.asarray(data["F"], dtype=float), np.asarray(data["G"], dtype=float)
+        rank, crowding = list(data["rank"]), list(data["crowding"])
+        n = len(X)
+        if X.shape != (n, len(codec.slots)) or F.shape != (n, 2) or G.shape != (n, 1) or n < 1 \
+                or len(rank) != n or len(crowding) != n or not np.isfinite(X).all():
+            raise ValueError("population arrays of inconsistent shapes")
+        algo = algorithm(X)
+        pop = Population.new("X", X)
+        Evaluator().eval(StaticProblem(problem, F=F, G=G), pop)
+        for ind, r, c in zip(pop, rank, crowding):
+            ind.set("rank", None if r is None else int(r))
+            ind.set("crowding", None if c is None else float(c))
+        algo.random_state.bit_generator.state = dict(data["rng"])
+        algo.pop, algo.is_initialized, algo.start_time = pop, True, time.time()
+        algo.n_iter = int(data["n_iter"]) - 1  # the termination is updated before the counter moves on
+        algo.termination.update(algo)
+        algo.n_iter += 1
+        algo._set_optimum()
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
+        raise HatError(f"{where}: corrupt NSGA-II state ({type(e).__name__}: {first_line(e, 120)}); "
+                       "delete it or pass --no-resume to start over") from None
+    return algo

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from hat.files import atomic_open, save_figure
 from hat.space import SubConfig, describe
 
 
@@ -35,9 +36,7 @@ def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
 def write_front_csv(path: str | Path, cfgs: Sequence[SubConfig], latencies: Sequence[float],
                     scores: Sequence[float], front: Sequence[int]) -> None:
     """One row per front member, sorted by latency, with the config as JSON (re-loadable)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with atomic_open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["latency_ms", "score", "summary", "config_json"])
         for i in sorted(front, key=lambda i: latencies[i]):
@@ -69,6 +68,5 @@ def plot_front(path: str | Path, latencies: Sequence[float], scores: Sequence[fl
         ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)

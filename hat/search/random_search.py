@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from hat.search.evolution import EvolutionSettings, SearchResult, SearchRun
-from hat.search.scorers import Latency, Scorer
+from hat.latency.estimate import Latency
+from hat.search.evolution import ALGORITHMS, EvolutionSettings, SearchResult, SearchRun
+from hat.search.scorers import Scorer
 from hat.space import DesignSpace
 
 
+@ALGORITHMS.register("random")
 def random_search(
     space: DesignSpace,
     scorer: Scorer,

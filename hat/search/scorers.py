@@ -1,4 +1,4 @@
-"""Scorers (lower is better) and latency helpers for the architecture search.
+"""Scorers (lower is better) for the architecture search, in the SCORERS registry.
 
 A scorer maps SubConfigs to floats; the search only ever compares them. Every scorer
 caches per configuration (evolution re-proposes the same subnets often) and, when
@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from hat.errors import HatError
-from hat.space import DesignSpace, SubConfig, macs
+from hat.registry import Registry
+from hat.space import DesignSpace, SubConfig
 
 
 # --------------------------------------------------------------------------------------
@@ -35,15 +35,34 @@ def rank_and_world() -> tuple[int, int]:
     return (d.get_rank(), d.get_world_size()) if d else (0, 1)
 
 
+@dataclass
+class LossSettings:
+    """What the loss scorer validates on: a fixed seeded subset of a split (0 sentences: all)."""
+
+    valid_subset: str = "valid"
+    valid_sentences: int = 500
+    max_tokens: int = 4096
+    label_smoothing: float = 0.0
+
+
 class Scorer:
     """Base class: dedup + per-config cache + optional sharding over torch.distributed ranks.
 
-    Subclasses implement `_score(cfgs)` for configurations not seen before.
+    Subclasses implement `_score(cfgs)` for configurations not seen before, and `build` (what
+    `hat search --scorer NAME` calls) when registered in SCORERS.
     """
 
     name = "base"
     #: worth spreading over ranks (cheap scorers are computed everywhere instead)
     distributed = False
+    #: scores with the trained SuperTransformer (`hat search` then needs --checkpoint and --data)
+    needs_model = False
+
+    @classmethod
+    def build(cls, space: DesignSpace, model: Any = None, data: str | Path | None = None, seed: int = 1,
+              settings: LossSettings | None = None) -> "Scorer":
+        """The scorer for a search over `space` (model and data are given when `needs_model`)."""
+        raise NotImplementedError(f"scorer {cls.name} cannot be built from search settings")
 
     def __init__(self) -> None:
         self.cache: dict[SubConfig, float] = {}
@@ -98,6 +117,10 @@ def decoder_params(cfg: SubConfig, space: DesignSpace) -> int:
     return n
 
 
+SCORERS: Registry[type[Scorer]] = Registry("scorer")
+
+
+@SCORERS.register("params")
 class ParamsScorer(Scorer):
     """LiteTransformerSearch's training-free proxy: more decoder non-embedding parameters is
     better, so the score is their negated count. Needs no checkpoint and no data."""
@@ -107,6 +130,11 @@ class ParamsScorer(Scorer):
     def __init__(self, space: DesignSpace) -> None:
         super().__init__()
         self.space = space
+
+    @classmethod
+    def build(cls, space: DesignSpace, model: Any = None, data: str | Path | None = None, seed: int = 1,
+              settings: LossSettings | None = None) -> "ParamsScorer":
+        return cls(space)
 
     def _score(self, cfgs: list[SubConfig]) -> list[float]:
         return [-float(decoder_params(c, self.space)) for c in cfgs]
@@ -125,6 +153,7 @@ class FunctionScorer(Scorer):
         return [float(self.fn(c)) for c in cfgs]
 
 
+@SCORERS.register("loss")
 class LossScorer(Scorer):
     """Validation loss (nats per target token) of the SuperTransformer configured to each
     SubConfig, i.e. with inherited weights: HAT's search objective.
@@ -135,17 +164,18 @@ class LossScorer(Scorer):
 
     name = "loss"
     distributed = True
+    needs_model = True
 
     def __init__(
         self,
         model: Any,
         data_dir: str | Path,
         *,
-        split: str = "valid",
-        valid_sentences: int = 500,
-        max_tokens: int = 4096,
+        split: str = LossSettings.valid_subset,
+        valid_sentences: int = LossSettings.valid_sentences,
+        max_tokens: int = LossSettings.max_tokens,
         seed: int = 1,
-        label_smoothing: float = 0.0,
+        label_smoothing: float = LossSettings.label_smoothing,
     ) -> None:
         super().__init__()
         import torch
@@ -161,7 +191,10 @@ class LossScorer(Scorer):
         idx = sorted(random.Random(seed).sample(range(len(ds)), n))
         self.indices = idx
         src_sizes, tgt_sizes = ds.src_sizes[idx], ds.tgt_sizes[idx]
-        groups = batch_by_tokens(src_sizes, tgt_sizes, max_tokens, shuffle=False, skip_too_long=False)
+        groups = batch_by_tokens(src_sizes, tgt_sizes, max_tokens, shuffle=False, skip_too_long=False,
+                                 max_positions=model.args.max_positions, what=f"loss scorer ({split})")
+        if not groups:
+            raise HatError(f"{data_dir}: no {split} pair fits the model's max_positions ({model.args.max_positions})")
         self.pad = ds.tgt_dict.pad
         device = next(model.parameters()).device  # score where the model lives (CPU or GPU)
         keys = ("src_tokens", "src_lengths", "prev_output_tokens", "target")
@@ -173,6 +206,13 @@ class LossScorer(Scorer):
             self.batches.append(b)
         self.ntokens = sum(b["ntokens"] for b in self.batches)
         self._torch = torch
+
+    @classmethod
+    def build(cls, space: DesignSpace, model: Any = None, data: str | Path | None = None, seed: int = 1,
+              settings: LossSettings | None = None) -> "LossScorer":
+        s = settings or LossSettings()
+        return cls(model, data, split=s.valid_subset, valid_sentences=s.valid_sentences, max_tokens=s.max_tokens,
+                   seed=seed, label_smoothing=s.label_smoothing)
 
     def _score(self, cfgs: list[SubConfig]) -> list[float]:
         torch = self._torch
@@ -191,47 +231,6 @@ class LossScorer(Scorer):
                     ))
                 out.append(total / max(self.ntokens, 1))
         return out
-
-
-SCORERS: dict[str, type[Scorer]] = {"loss": LossScorer, "params": ParamsScorer}
-
-
-# --------------------------------------------------------------------------------------
-class Latency:
-    """Cached predicted latency (ms) of SubConfigs, over any object with `predict(cfgs)`."""
-
-    def __init__(self, predictor: Any, name: str = "predictor") -> None:
-        self.predictor, self.name = predictor, name
-        self.cache: dict[SubConfig, float] = {}
-
-    def many(self, cfgs: Sequence[SubConfig]) -> list[float]:
-        todo = list(dict.fromkeys(c for c in cfgs if c not in self.cache))
-        if todo:
-            vals = np.asarray(self.predictor.predict(todo), dtype=np.float64).reshape(-1)
-            for c, v in zip(todo, vals):
-                self.cache[c] = float(v)
-        return [self.cache[c] for c in cfgs]
-
-    def __call__(self, cfg: SubConfig) -> float:
-        v = self.cache.get(cfg)
-        if v is None:
-            v = self.many([cfg])[0]
-        return v
-
-
-class MacsPredictor:
-    """A device-free stand-in predictor: latency (ms) = `ms_per_gmac` x GMACs of one
-    translation (HAT's measurement shape: source 30, 30 decoder steps). Useful for tests
-    and for searching before a device has been measured (`--predictor macs[:MS_PER_GMAC]`)."""
-
-    def __init__(self, space: DesignSpace, ms_per_gmac: float = 100.0, src_len: int = 30, tgt_len: int = 30) -> None:
-        self.space, self.ms_per_gmac, self.src_len, self.tgt_len = space, ms_per_gmac, src_len, tgt_len
-
-    def predict(self, cfgs: Sequence[SubConfig]) -> np.ndarray:
-        return np.array([macs(c, self.space, self.src_len, self.tgt_len) / 1e9 * self.ms_per_gmac for c in cfgs])
-
-    def predict_one(self, cfg: SubConfig) -> float:
-        return float(self.predict([cfg])[0])
 
 
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:

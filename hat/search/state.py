@@ -1,8 +1,8 @@
 """Resumable per-generation search state and the per-generation log (CSV, TensorBoard, tqdm).
 
 The state file is JSON (inspectable), rewritten atomically after every generation
-(write a temp file in the same directory, fsync, `os.replace`), so a search killed at any
-moment resumes from its last complete generation. It holds the RNG state, the population
+(`hat.files.atomic_write_text`), so a search killed at any moment resumes from its last
+complete generation. It holds the RNG state, the population
 and every evaluated candidate, which makes the resumed search reach exactly the result of
 an uninterrupted one (scores are deterministic and re-seeded into the scorer's cache).
 """
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hat.errors import HatError
+from hat.errors import HatError, first_line
+from hat.files import atomic_open, atomic_write_text, read_json
 from hat.space import SubConfig
 
 STATE_VERSION = 1
@@ -55,25 +54,6 @@ class SearchState:
             rng.setstate((v, tuple(internal), gauss))
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write-then-rename so readers (and a resume after a kill) never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def save_state(state: SearchState, path: str | Path) -> None:
     atomic_write_text(path, json.dumps(asdict(state), separators=(",", ":")))
 
@@ -81,11 +61,13 @@ def save_state(state: SearchState, path: str | Path) -> None:
 def load_state(path: str | Path, fingerprint: dict[str, Any] | None = None) -> SearchState:
     """Read a state file; refuse (one-line HatError) a different version or different settings."""
     path = Path(path)
+    hint = "; delete it or pass --no-resume to start over"
+    d = read_json(path, "search state", hint=hint)
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
         state = SearchState(**d)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
-        raise HatError(f"{path}: unreadable search state ({type(e).__name__}); delete it to start over") from None
+        _check(state)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, HatError) as e:
+        raise HatError(f"{path}: corrupt search state ({type(e).__name__}: {first_line(e, 120)}){hint}") from None
     if state.version != STATE_VERSION:
         raise HatError(f"{path}: search state version {state.version}, expected {STATE_VERSION}")
     if fingerprint is not None and state.fingerprint != json.loads(json.dumps(fingerprint)):
@@ -94,6 +76,26 @@ def load_state(path: str | Path, fingerprint: dict[str, Any] | None = None) -> S
         raise HatError(f"{path}: saved by a search with different settings ({', '.join(diff)}); "
                        "delete it or pass --no-resume to start over")
     return state
+
+
+def _check(st: SearchState) -> None:
+    """Raise (TypeError, ValueError, ...) unless every field is what a resumed search reads."""
+    if not isinstance(st.fingerprint, dict) or not isinstance(st.extra, dict):
+        raise TypeError("fingerprint and extra must be mappings")
+    for name in ("generation", "evaluations", "version"):
+        if not isinstance(getattr(st, name), int):
+            raise TypeError(f"{name} must be an integer")
+    st.population_cfgs()
+    if len(st.scores) != len(st.population) or not all(isinstance(v, (int, float)) for v in st.scores):
+        raise ValueError("scores do not match the population")
+    numbers = [st.elapsed]
+    for cfg, lat, score in st.evaluated:
+        SubConfig.from_dict(cfg, "state")
+        numbers += [lat, score]
+    numbers += [r[c] for r in st.rows for c in LOG_COLUMNS]
+    for v in numbers:
+        float(v)
+    st.restore_rng(random.Random())
 
 
 # --------------------------------------------------------------------------------------
@@ -130,8 +132,7 @@ class GenerationLog:
         row = rows[-1]
         if self.csv_path:
             text_rows = [[r[c] for c in LOG_COLUMNS] for r in rows]
-            self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.csv_path.open("w", newline="", encoding="utf-8") as f:
+            with atomic_open(self.csv_path, "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(LOG_COLUMNS)
                 w.writerows(text_rows)

@@ -1,5 +1,8 @@
-"""SuperTransformer training: sampling policies, loss, optimiser/schedules, checkpoints, DDP."""
-from hat.train.checkpoint import load_checkpoint, load_super_checkpoint, save_checkpoint
+"""SuperTransformer training: configuration, sampling policies, loss, optimiser/schedules, DDP.
+
+The checkpoint format lives with the model (`hat.model.checkpoint`), so that only training
+imports this package.
+"""
 from hat.train.loss import distill_loss, label_smoothed_nll_loss
 from hat.train.optim import LRSchedule, build_optimizer
 from hat.train.sampling import Sampler
@@ -10,7 +13,4 @@ __all__ = [
     "build_optimizer",
     "distill_loss",
     "label_smoothed_nll_loss",
-    "load_checkpoint",
-    "load_super_checkpoint",
-    "save_checkpoint",
 ]

@@ -1,167 +1,48 @@
-"""The SuperTransformer training loop: config, data, update step, validation, checkpoints.
+"""The SuperTransformer training loop: data, update step, validation, checkpoints.
 
 One update = `update_freq` global batches. A global batch is built for `max_tokens *
 world_size` tokens and every rank takes the slice `batch[rank::world_size]`, so N workers with
 `max_tokens=M` process exactly the batches one worker with `max_tokens=N*M` would. Losses are
 summed, gradients all-reduced and divided by the global target-token count once.
 Dropout is reseeded from `(seed, update, rank)` at every update, so a resumed run replays the
-uninterrupted one bitwise on CPU.
+uninterrupted one bitwise on CPU. The configuration is `hat.train.config`.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import random
 import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from hat.data.batching import batch_by_tokens, collate
 from hat.data.dataset import ParallelDataset
-from hat.errors import CheckpointError, ConfigError
-from hat.shipped import available, resolve
+from hat.errors import CheckpointError, ConfigError, DataError, first_line
+from hat.files import atomic_write_text, remove_stale_temps, save_torch
 from hat.model import ModelArgs, SuperTransformer
+from hat.model.checkpoint import FORMAT, FORMAT_VERSION, check_compatible, load_checkpoint
 from hat.space import describe, load_space, load_subconfig
 from hat.train import distributed as D
-from hat.train.checkpoint import FORMAT, FORMAT_VERSION, check_compatible, load_checkpoint, save_checkpoint
+from hat.train.log import TrainLog
 from hat.train.loss import distill_loss, label_smoothed_nll_loss
 from hat.train.optim import LRSchedule, build_optimizer
+from hat.train.rng import rng_state, set_rng_state, update_seed
 from hat.train.sampling import Sampler
 
 
-DEFAULTS: dict[str, Any] = {
-    "space": "tiny",
-    "data": "data/debian.de-en",
-    "save_dir": "checkpoints/run",
-    "seed": 1,
-    # batching: tokens per worker per micro-batch; update_freq micro-batches per update
-    "max_tokens": 4096,
-    "max_sentences": None,
-    "update_freq": 1,
-    "max_updates": 1000,
-    "max_epochs": None,
-    "stop_time_minutes": None,  # wall-clock budget of this process (not bitwise-reproducible)
-    # optimisation
-    "lr": 1e-3,
-    "lr_scheduler": "cosine",
-    "warmup_updates": 100,
-    "warmup_init_lr": 1e-7,
-    "min_lr": 1e-7,
-    "adam_betas": [0.9, 0.98],
-    "adam_eps": 1e-8,
-    "weight_decay": 0.0,
-    "clip_norm": 0.0,
-    "label_smoothing": 0.1,
-    # model (ModelArgs)
-    "dropout": 0.1,
-    "attention_dropout": 0.1,
-    "activation_dropout": 0.0,
-    "share_all_embeddings": True,
-    "share_decoder_input_output_embed": True,
-    "normalize_before": False,
-    "max_positions": 1024,
-    "scale_dropout_with_embed": True,
-    "sampling": {"policy": "uniform", "sandwich_k": 2, "distill": False, "distill_alpha": 1.0, "subnet": None},
-    "init_from": None,  # SuperTransformer checkpoint whose weights start a fresh run (retraining)
-    "validate_interval": 1000,
-    "max_valid_sentences": None,  # validate on the first N valid pairs only (null: all)
-    "save_interval": 1000,
-    "keep_interval_checkpoints": -1,  # keep only the newest N checkpoint_{N}.pt (-1: all)
-    "log_interval": 100,
-    "amp": "auto",  # auto | fp32 | bf16 | fp16 ; auto = bf16 on CUDA, fp32 on CPU
-    "device": "auto",  # auto | cpu | cuda
-    "num_threads": None,
-    "tensorboard": True,
-    "progress": True,
-}
-
-
-# ---------------------------------------------------------------------------------------------
-def available_configs() -> list[str]:
-    return available("train")
-
-
-def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> DictConfig:
-    """Defaults <- recipe (shipped name or YAML file) <- `key=value` overrides; unknown keys refused."""
-    p = resolve(name_or_path, "train", "training config")
-    base = OmegaConf.create(DEFAULTS)
-    OmegaConf.set_struct(base, True)
-    try:
-        recipe = OmegaConf.load(p)
-    except Exception as e:
-        raise ConfigError(f"{p}: malformed YAML ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    try:
-        cfg = OmegaConf.merge(base, recipe)
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"{p}: {str(e).splitlines()[0]}") from None
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value")
-        try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"override {item!r}: {str(e).splitlines()[0]}") from None
-    _check_config(cfg, str(p))
-    return cfg
-
-
-def _check_config(cfg: DictConfig, source: str) -> None:
-    for key in ("max_tokens", "update_freq", "max_updates", "validate_interval", "save_interval", "log_interval"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{source}: {key} must be a positive integer, got {cfg[key]!r}")
-    if cfg.amp not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigError(f"{source}: amp={cfg.amp!r}: expected auto, fp32, bf16 or fp16")
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"{source}: device={cfg.device!r}: expected auto, cpu or cuda")
-    if not 0 <= cfg.label_smoothing < 1:
-        raise ConfigError(f"{source}: label_smoothing must be in [0, 1)")
-
-
-def _rng_state() -> dict[str, Any]:
-    """RNG states as plain lists/tensors (loadable with weights_only=True)."""
-    np_state = np.random.get_state()
-    state = {
-        "python": list(random.getstate()[1]) + [random.getstate()[0]],
-        "python_gauss": random.getstate()[2],
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py[-1], tuple(py[:-1]), state["python_gauss"]))
-    n = state["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"].cpu())
-
-
-def _update_seed(seed: int, update: int, rank: int) -> int:
-    return (seed * 1_000_003 + update) * 1024 + rank
-
-
-# ---------------------------------------------------------------------------------------------
 class Trainer:
     """Build everything from a resolved config; `train()` runs to `max_updates` (or the budget)."""
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
-        dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        dev = cfg.compute if cfg.compute != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         if dev == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device=cuda but CUDA is not available")
+            raise ConfigError("compute=cuda but CUDA is not available")
         self.env = D.init_distributed(dev)
         self.device = torch.device(f"cuda:{self.env.local_rank}" if dev == "cuda" else "cpu")
         if cfg.num_threads:
@@ -205,14 +86,18 @@ class Trainer:
         self._batches: list[list[int]] | None = None
         self._batches_epoch = 0
         last = self.save_dir / "checkpoint_last.pt"
+        if self.env.is_master:
+            remove_stale_temps(self.save_dir, "checkpoint*")  # what a kill during a save left behind
+        self.log = TrainLog(self.save_dir / "train_log.jsonl", self.env.is_master)
         if last.is_file():
             self._resume(last)
+            self.log.rewind(self.update)
         elif cfg.init_from:
             self._init_from(cfg.init_from)
         self.writer = None
         if self.env.is_master and cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(self.save_dir / "tb"))
+            self.writer = SummaryWriter(str(self.save_dir / "tb"), purge_step=self.update + 1 if self.update else None)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -223,7 +108,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "data": {"epoch": self.epoch, "batch_index": self.batch_index},
             "update": self.update,
             "best_valid_loss": self.best_loss,
@@ -238,25 +123,29 @@ class Trainer:
     def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path, self.device)
         check_compatible(ckpt, path, self.space, self.model_args)
-        try:
+        try:  # a damaged or crafted file may have the right tag and the wrong insides: refuse, never crash
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scaler.load_state_dict(ckpt["scaler"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{path}: state does not match this model ({str(e).splitlines()[0][:160]})") from None
-        _set_rng_state(ckpt["rng"])
-        self.update = int(ckpt["update"])
-        self.epoch, self.batch_index = int(ckpt["data"]["epoch"]), int(ckpt["data"]["batch_index"])
-        self.best_loss = float(ckpt.get("best_valid_loss", math.inf))
-        self.valid_history = list(ckpt.get("valid", []))
-        self.subnet_digest = str(ckpt.get("subnet_digest", ""))
+            set_rng_state(ckpt["rng"])
+            self.update = int(ckpt["update"])
+            self.epoch, self.batch_index = int(ckpt["data"]["epoch"]), int(ckpt["data"]["batch_index"])
+            self.best_loss = float(ckpt.get("best_valid_loss", math.inf))
+            self.valid_history = list(ckpt.get("valid", []))
+            self.subnet_digest = str(ckpt.get("subnet_digest", ""))
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            raise CheckpointError(f"{path}: state does not match this model ({type(e).__name__}: "
+                                  f"{first_line(e, 160)})") from None
         if self.env.is_master:
             print(f"resumed from {path} at update {self.update} (epoch {self.epoch}, batch {self.batch_index})", file=sys.stderr)
 
     def _init_from(self, path: str) -> None:
         ckpt = load_checkpoint(path, self.device)
         check_compatible(ckpt, path, self.space, self.model_args)
-        self.model.load_state_dict(ckpt["model"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{path}: weights do not match this model ({first_line(e, 160)})") from None
         if self.env.is_master:
             print(f"initialised weights from {path} (update {ckpt['update']})", file=sys.stderr)
 
@@ -267,7 +156,7 @@ class Trainer:
                 paths.append(self.save_dir / f"checkpoint_{self.update}.pt")
             if best:
                 paths.append(self.save_dir / "checkpoint_best.pt")
-            save_checkpoint(self._state(), paths)
+            save_torch(self._state(), paths)
             keep = self.cfg.keep_interval_checkpoints
             if numbered and keep >= 0:
                 old = sorted(self.save_dir.glob("checkpoint_[0-9]*.pt"), key=lambda q: int(q.stem.split("_")[1]))
@@ -280,14 +169,14 @@ class Trainer:
         if self._batches is None or self._batches_epoch != epoch:
             w, c = self.env.world_size, self.cfg
             limit = c.max_tokens * w
-            src = self.train_data.src_sizes.copy()
-            tgt = self.train_data.tgt_sizes.copy()
-            too_long = (src > c.max_positions) | (tgt > c.max_positions)
-            src[too_long] = limit + 1  # batch_by_tokens drops what exceeds the budget
             self._batches = batch_by_tokens(
-                src, tgt, limit, max_sentences=c.max_sentences * w if c.max_sentences else None,
-                seed=c.seed, epoch=epoch, shuffle=True,
+                self.train_data.src_sizes, self.train_data.tgt_sizes, limit,
+                max_sentences=c.max_sentences * w if c.max_sentences else None, seed=c.seed, epoch=epoch,
+                shuffle=True, max_positions=c.max_positions, what=f"train (epoch {epoch})",
             )
+            if not self._batches:
+                raise DataError(f"{c.data}: no training pair fits max_tokens={c.max_tokens} and "
+                                f"max_positions={c.max_positions}")
             self._batches_epoch = epoch
         return self._batches
 
@@ -319,7 +208,7 @@ class Trainer:
         configs = self.sampler.configs(update)
         key = ";".join(describe(x) for x in configs)
         self.subnet_digest = hashlib.sha256((self.subnet_digest + key).encode()).hexdigest()
-        torch.manual_seed(_update_seed(c.seed, update, self.env.rank))
+        torch.manual_seed(update_seed(c.seed, update, self.env.rank))
         lr = self.schedule.step(self.optimizer, update)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -365,16 +254,23 @@ class Trainer:
         return {"loss": loss_sum / n, "nll": nll_sum / n, "ntokens": ntokens, "nsentences": nsent, "lr": lr, "gnorm": gnorm}
 
     # ---- validation -------------------------------------------------------------------------
+    def _valid_batches(self) -> list[list[int]]:
+        """The validation batches (over-long pairs skipped and counted); checked before training starts."""
+        c, n = self.cfg, len(self.valid_data)
+        n = min(n, int(c.max_valid_sentences)) if c.max_valid_sentences else n
+        batches = batch_by_tokens(self.valid_data.src_sizes[:n], self.valid_data.tgt_sizes[:n],
+                                  c.max_tokens * self.env.world_size, seed=c.seed, epoch=1, shuffle=False,
+                                  max_positions=c.max_positions, what="valid")
+        if not batches:
+            raise DataError(f"{c.data}: no valid pair fits max_tokens={c.max_tokens} and max_positions={c.max_positions}")
+        return batches
+
     @torch.no_grad()
     def validate(self) -> dict[str, dict[str, float]]:
         """Loss / nll (nats per target token) and perplexity of the validation subnets."""
         self.model.eval()
         w = self.env.world_size
-        n_valid = len(self.valid_data)
-        if self.cfg.max_valid_sentences:
-            n_valid = min(n_valid, int(self.cfg.max_valid_sentences))
-        batches = batch_by_tokens(self.valid_data.src_sizes[:n_valid], self.valid_data.tgt_sizes[:n_valid],
-                                  self.cfg.max_tokens * w, seed=self.cfg.seed, epoch=1, shuffle=False)
+        batches = self._valid_batches()
         out = {}
         for name, sub in self.sampler.validation_configs().items():
             loss_sum = nll_sum = ntok = 0.0
@@ -395,11 +291,6 @@ class Trainer:
         return out
 
     # ---- loop -------------------------------------------------------------------------------
-    def _log(self, record: dict) -> None:
-        if self.env.is_master:
-            with open(self.save_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-
     def train(self) -> dict[str, Any]:
         """Run to `max_updates` (or `max_epochs` / `stop_time_minutes`); return the last validation."""
         from tqdm import tqdm
@@ -407,11 +298,13 @@ class Trainer:
         c, master = self.cfg, self.env.is_master
         self.save_dir.mkdir(parents=True, exist_ok=True)
         if master:
-            (self.save_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg), encoding="utf-8")
+            atomic_write_text(self.save_dir / "config.yaml", OmegaConf.to_yaml(self.cfg))
             n = sum(p.numel() for p in self.params)
             print(f"hat train: space {self.space.name}, {n / 1e6:.2f} M params, policy {c.sampling.policy}, "
                   f"{len(self.train_data)} train pairs, world {self.env.world_size}, device {self.device}, "
                   f"amp {self.amp_dtype or 'fp32'}", file=sys.stderr)
+        self._epoch_batches(self.epoch)  # data that cannot train is refused now, not mid-run
+        self._valid_batches()
         if self.update >= c.max_updates:
             if master:
                 print(f"hat train: {self.save_dir} already reached max_updates={c.max_updates}", file=sys.stderr)
@@ -439,7 +332,7 @@ class Trainer:
                 rec = {"update": u, "epoch": self.epoch, "loss": win_loss / max(win_tok, 1), "lr": stats["lr"],
                        "tokens_per_s": tok0 / dt, "wall_s": round(time.time() - t_start, 1)}
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}", lr=f"{stats['lr']:.2e}")
-                self._log({"train": rec})
+                self.log.write({"train": rec})
                 if self.writer:
                     self.writer.add_scalar("train/loss", rec["loss"], u)
                     self.writer.add_scalar("train/lr", stats["lr"], u)
@@ -474,7 +367,7 @@ class Trainer:
             self.best_loss = res[first]["loss"]
         rec = {"update": self.update, "epoch": self.epoch, "wall_s": round(time.time() - t_start, 1), **res}
         self.valid_history.append(rec)
-        self._log({"valid": rec})
+        self.log.write({"valid": rec})
         if self.env.is_master:
             msg = " | ".join(f"{k} loss {v['loss']:.3f} ppl {v['ppl']:.2f}" for k, v in res.items())
             print(f"valid @ {self.update}: {msg}", file=sys.stderr, flush=True)

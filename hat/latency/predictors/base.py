@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 from hat.errors import CheckpointError, ConfigError, DataError
+from hat.files import check_fields, load_torch, save_torch
 from hat.latency.dataset import LatencyData
+from hat.registry import Registry
 from hat.space import DesignSpace, SubConfig, features_full, hat_raw_features
 
 FORMAT = "hat-latency-predictor/2"
@@ -127,17 +129,17 @@ FitOne = Callable[["Predictor", "Rows", np.ndarray], None]  # fits a blank copy 
 
 
 # ---- the registry ----------------------------------------------------------------------------------
-PREDICTORS: dict[str, type["Predictor"]] = {}
+PREDICTORS: Registry[type["Predictor"]] = Registry("predictor model")
 
 
 def register(name: str) -> Callable[[type["Predictor"]], type["Predictor"]]:
     """Class decorator: make a Predictor subclass available as `--model NAME`."""
 
     def deco(cls: type[Predictor]) -> type[Predictor]:
-        if name in PREDICTORS or name == "default":
-            raise ValueError(f"latency predictor name {name!r} is already taken")
+        if name == "default":
+            raise ValueError("latency predictor name 'default' is reserved (it names DEFAULT_MODEL)")
+        PREDICTORS.register(name, cls)
         cls.name = name
-        PREDICTORS[name] = cls
         return cls
 
     return deco
@@ -282,8 +284,7 @@ class Predictor:
                 "interval": self.interval, "options": self.options}
 
     def save(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.to_dict(), path)
+        save_torch(self.to_dict(), path)  # atomic: a failed write keeps the previous predictor
 
 
 # ---- fit / transfer ------------------------------------------------------------------------------------
@@ -341,17 +342,15 @@ def load_predictor(path: str | Path, space: DesignSpace | None = None) -> Predic
     """Load a saved predictor (pickle-free: `torch.load(weights_only=True)`); with `space`, refuse
     it unless it was fit on that space (or on a superset with the same super dims)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such predictor file")
-    try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (torch raises many types for corrupt files)
-        raise CheckpointError(f"{path}: not a latency predictor ({type(e).__name__})") from None
+    d = load_torch(path, "predictor file")
     fmt = d.get("format") if isinstance(d, dict) else None
     if fmt == "hat-latency-predictor/1":
         raise CheckpointError(f"{path}: predictor format {fmt} has no prediction interval; refit it with hat fit-predictor")
     if fmt != FORMAT:
         raise CheckpointError(f"{path}: not a latency predictor (format {fmt!r})")
+    check_fields(d, {"model": str, "feature_set": str, "context": dict, "lat_norm": (int, float), "device": str,
+                     "space": (dict, type(None)), "state": dict, "interval": dict, "options": dict},
+                 f"{path}: latency predictor", CheckpointError)
     if d.get("model") not in PREDICTORS:
         raise CheckpointError(f"{path}: unknown predictor model {d.get('model')!r} (known: {', '.join(PREDICTORS)})")
     try:
