@@ -29,7 +29,7 @@ SEARCH_OPTIONS = {
     "algorithm": Option(str, "evolution"), "scorer": Option(str, "loss"),
     **dataclass_options(EvolutionSettings, skip=("feasibility_samples",)),
     **dataclass_options(LossSettings),
-    "threads": Option(int, 0), "compute": Option(str, "auto"),
+    "threads": Option(int, 0), "compute": Option(str, "auto"), "constraint_quantile": Option(float),
 }
 
 
@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--predictor", help="latency predictor file (overrides the device's), or macs[:MS_PER_GMAC] "
                                        "for a device-free MACs proxy")
     g.add_argument("--latency-constraint", type=float, help="max predicted latency in ms (required except nsga2)")
+    add_option(g, SEARCH_OPTIONS, "constraint_quantile", "which prediction must meet the constraint: this quantile of "
+               "the device's latency by the predictor's calibrated interval (default: the 90%% interval's upper bound, "
+               "0.95; 0.5: the median)")
     g.add_argument("--data", help="data directory from `hat prepare` (needed by --scorer loss)")
     g.add_argument("--space", help="design space name or YAML (default: the checkpoint's)")
     g.add_argument("--out", required=True, help="best subnet YAML; siblings get .hat.yml, .log.csv, .pareto.csv/.png")
@@ -102,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         raise HatError("--latency-constraint MS is required (nsga2 may omit it for the unconstrained front)")
     if args.latency_constraint is not None and args.latency_constraint <= 0:
         raise HatError(f"--latency-constraint {args.latency_constraint:g}: must be positive")
+    if args.constraint_quantile is not None and not 0 < args.constraint_quantile < 1:
+        raise HatError(f"--constraint-quantile {args.constraint_quantile:g}: must be between 0 and 1 (e.g. 0.95)")
     if args.space is None and not args.checkpoint:
         raise HatError("--space is required without --checkpoint")
     if Path(args.out).is_dir():
@@ -130,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
                 raise HatError(f"--space {args.space}: super dims differ from the checkpoint's space {model.space.name}")
             model.space = space  # search a sub-space of the trained one (validate() uses it)
         predictor, pred_name = select_predictor(args.predictor, args.device, space)
+        predictor, held = _held_against_constraint(predictor, pred_name, args.constraint_quantile)
         latency = Latency(predictor, pred_name)
         loss_settings = LossSettings(args.valid_subset, args.valid_sentences, args.max_tokens, args.label_smoothing)
         scorer = scorer_cls.build(space, model, args.data, args.seed, loss_settings)
@@ -143,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
         # what the saved scores depend on, by content: a checkpoint, predictor or validation split
         # replaced at the same path must not resume with the old scores
         fp = {"checkpoint": file_digest(args.checkpoint) if args.checkpoint else None,
-              "predictor": pred_name, "predictor_file": _digest_of([getattr(predictor, "source", "")]),
+              "predictor": pred_name, "constraint_quantile": getattr(predictor, "quantile", None),
+              "predictor_file": _digest_of([getattr(predictor, "source", "")]),
               "data": _digest_of(sorted(Path(args.data).glob(f"{args.valid_subset}.*"))) if args.data else None,
               "valid_subset": args.valid_subset,
               "valid_sentences": args.valid_sentences, "max_tokens": args.max_tokens,
@@ -155,12 +162,38 @@ def run(args: argparse.Namespace) -> int:
         )
         wall = time.perf_counter() - t0
         if rank == 0:
-            _write_outputs(result, space, paths, args, scorer.name)
-            _print_summary(result, paths, args, wall, scorer, space)
+            meta = _latency_metadata(result, latency, args, held)
+            _write_outputs(result, space, paths, args, scorer.name, latency, meta)
+            _print_summary(result, paths, args, wall, scorer, space, meta)
     finally:
         if started_dist:
             torch.distributed.destroy_process_group()
     return 0
+
+
+def _held_against_constraint(predictor, name: str, quantile: float | None):
+    """(the predictor the search holds against the constraint, what that means in words): a quantile
+    of the calibrated interval when the predictor has one, else its point estimate."""
+    from hat.latency.estimate import ConstraintBound
+
+    if hasattr(predictor, "quantile_factor"):
+        bound = ConstraintBound(predictor, quantile)
+        return bound, bound.describe(name)
+    if quantile is not None:
+        raise HatError(f"--constraint-quantile: predictor {name} has no calibrated interval (use a fitted predictor)")
+    return predictor, f"the point estimate of {name} (it has no interval)"
+
+
+def _latency_metadata(result, latency, args: argparse.Namespace, held: str) -> dict:
+    """What the output YAML says about the chosen subnet's latency, and which guarantee applies."""
+    p, lo, hi = latency.interval(result.best)
+    meta = {"device": str(args.device or latency.name), "predictor": latency.name,
+            "constraint_ms": result.constraint, "held_against_constraint": held,
+            "bound_ms": round(result.best_latency, 4), "predicted_ms": round(p, 4)}
+    if lo is not None:
+        meta.update(interval_level=latency.predictor.level, lower_ms=round(lo, 4), upper_ms=round(hi, 4))
+    meta["guarantee"] = f"predicted: {held} <= {result.constraint:g} ms"
+    return meta
 
 
 def _digest_of(paths: list) -> str | None:
@@ -181,18 +214,20 @@ def _maybe_init_distributed() -> bool:
     return True
 
 
-def _write_outputs(result, space, paths: dict[str, Path], args: argparse.Namespace, score_name: str) -> None:
+def _write_outputs(result, space, paths: dict[str, Path], args: argparse.Namespace, score_name: str, latency,
+                   meta: dict) -> None:
     from hat.search.pareto import non_dominated, plot_front, write_front_csv
     from hat.space import save_subconfig
 
-    save_subconfig(result.best, paths["out"])
+    save_subconfig(result.best, paths["out"], metadata={"latency": meta})
     save_subconfig(result.best, paths["hat"], hat_format=True, space=space)
     ev = result.evaluated
     feas = [i for i, e in enumerate(ev) if e.latency <= result.constraint]
     lats = [ev[i].latency for i in feas]
     scores = [ev[i].score for i in feas]
     front = non_dominated(list(zip(lats, scores)))
-    write_front_csv(paths["pareto_csv"], [ev[i].cfg for i in feas], lats, scores, front)
+    write_front_csv(paths["pareto_csv"], [ev[i].cfg for i in feas], lats, scores, front,
+                    [latency.interval(ev[i].cfg) for i in feas])
     best = next((i for i, e in enumerate(ev) if e.cfg == result.best), None)
     try:
         plot_front(paths["pareto_png"], [e.latency for e in ev], [e.score for e in ev], [feas[i] for i in front],
@@ -202,11 +237,14 @@ def _write_outputs(result, space, paths: dict[str, Path], args: argparse.Namespa
         print(f"warning: could not plot the Pareto front ({type(e).__name__}: {e})")
 
 
-def _print_summary(result, paths, args, wall: float, scorer, space) -> None:
+def _print_summary(result, paths, args, wall: float, scorer, space, meta: dict) -> None:
     from hat.space import describe, num_params
 
+    interval = f", {meta['interval_level']:.0%} interval {meta['lower_ms']:.4g}-{meta['upper_ms']:.4g} ms" \
+        if "lower_ms" in meta else ""
     print(f"best ({args.algorithm}, {scorer.name} scorer): score {result.best_score:.6g}, predicted latency "
-          f"{result.best_latency:.4g} ms (constraint {result.constraint:g} ms)")
+          f"{meta['predicted_ms']:.4g} ms{interval} (constraint {result.constraint:g} ms)")
+    print(f"  guarantee: {meta['guarantee']}")
     print(f"  {describe(result.best)}")
     print(f"  {num_params(result.best, space) / 1e6:.2f} M params")
     rate = scorer.calls / scorer.seconds if scorer.seconds > 0 else float("nan")

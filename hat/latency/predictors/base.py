@@ -256,6 +256,17 @@ class Predictor:
             raise ConfigError(f"{self.source or 'predictor'}: has no calibrated interval (refit it)")
         return conformal_bounds(self.interval["ratios"].numpy(), level)
 
+    def quantile_factor(self, q: float) -> float:
+        """Multiplier of the point prediction for the `q` quantile of the measured latency (one-sided
+        split conformal, rank ceil((n+1)q)); q = (1+level)/2 is the `level` interval's upper bound."""
+        if not 0 < q < 1:
+            raise ConfigError(f"quantile {q:g}: must be between 0 and 1 (e.g. 0.95)")
+        if not self.interval or len(self.interval["ratios"]) == 0:
+            raise ConfigError(f"{self.source or 'predictor'}: has no calibrated interval (refit it)")
+        r = np.sort(self.interval["ratios"].numpy())
+        k = min(max(math.ceil((len(r) + 1) * q - 1e-9), 1), len(r))
+        return float(r[k - 1])
+
     def predict_interval(self, cfgs: Sequence[SubConfig], level: float = DEFAULT_LEVEL) -> tuple[np.ndarray, ...]:
         """(point, lower, upper) in ms; [lower, upper] covers the measured latency with probability
         `level` when configs come from the distribution the predictor was calibrated on."""
