@@ -175,3 +175,16 @@ def evaluate(
         "seconds": round(elapsed, 3), "model": translator.source, "truncated_sources": truncated,
     })
     return res, hyps
+
+
+def paired_bleu_pvalue(base_hyps: Sequence[str], hyps: Sequence[str], refs: Sequence[str],
+                       samples: int = 1000) -> float:
+    """p-value that `hyps` and `base_hyps` differ in BLEU only by chance (sacrebleu's paired
+    bootstrap resampling over the same sentences, Koehn 2004; sacrebleu seeds it: repeatable)."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    test = PairedTest([("base", list(base_hyps)), ("other", list(hyps))], {"BLEU": BLEU()}, [list(refs)],
+                      test_type="bs", n_samples=samples)
+    _, scores = test()
+    return float(scores["BLEU"][1].p_value)

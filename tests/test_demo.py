@@ -1,7 +1,11 @@
-"""The demo's own logic: baselines, summary table and plot (the stages are the tested CLIs)."""
+"""The demo's own logic: baselines, budget ledger, summary table and plot (the stages are the tested CLIs)."""
 import json
 
-from hat.commands.demo import QUICK, uniform_configs, write_summary
+import pytest
+
+from hat.commands.demo import Ledger, hand_design, uniform_configs
+from hat.commands.demo_report import compare, write_summary
+from hat.latency.compare import Spread, measure_interleaved
 from hat.space import load_space
 
 
@@ -18,16 +22,84 @@ def test_uniform_baselines_are_valid_and_uniform():
         assert cfg.encoder_embed_dim == cfg.decoder_embed_dim
 
 
-def test_summary_table_and_plot(tmp_path):
+class ParamsPredictor:
+    """A stand-in predictor: latency proportional to decoder depth x width."""
+
+    def predict(self, cfgs):
+        return [10.0 * c.decoder_layer_num * c.decoder_embed_dim / 256 + c.encoder_layer_num for c in cfgs]
+
+
+def test_hand_design_is_the_biggest_uniform_config_that_meets_the_constraint():
+    space = load_space("tiny")
+    pred = ParamsPredictor()
+    pick = hand_design(space, pred, 15.0)
+    assert pred.predict([pick])[0] <= 15.0
+    assert pick.decoder_layer_num == 1 and pick.encoder_layer_num == 3 and pick.encoder_embed_dim == 256
+    fastest = hand_design(space, pred, 0.5)  # nothing meets it: the fastest uniform config
+    assert pred.predict([fastest])[0] == min(pred.predict(uniform_configs(space)))
+
+
+def test_interleaved_rounds_alternate_models_and_spreads_decide_wins():
+    calls = []
+    ms = {"a": iter([10, 12, 11]), "b": iter([20, 19, 30])}
+
+    def measure(cfg):
+        calls.append(cfg)
+        return {"latency_mean_encoder": 0.0, "latency_mean_decoder": next(ms[cfg])}
+
+    s = measure_interleaved(measure, {"a": "a", "b": "b"}, rounds=3)
+    assert calls == ["a", "b"] * 3  # A B, A B, A B: never all of A first
+    assert s["a"] == Spread(11, 10, 12, (10, 12, 11)) and s["b"].median == 20
+    assert s["a"].faster_than(s["b"]) and not s["b"].faster_than(s["a"])
+    overlapping = Spread(11.5, 9, 25, (9, 11.5, 25))
+    assert not overlapping.faster_than(s["b"]) and not s["b"].faster_than(overlapping)
+    with pytest.raises(ValueError):
+        measure_interleaved(measure, {"a": "a"}, rounds=0)
+
+
+def _row(name, kind, ms, low, high, bleu, **kw):
+    return {"name": name, "kind": kind, "config": f"cfg {name} | x", "params_M": 2.0, "measured_ms": ms,
+            "measured_low_ms": low, "measured_high_ms": high, "bleu": bleu, "chrf": 40.0, "training": "t", **kw}
+
+
+def test_comparisons_claim_a_win_only_beyond_the_spread():
+    base = _row("dedicated", "dedicated", 100, 95, 105, 20.0)
+    assert "beats it on both axes" in compare(_row("s", "searched", 50, 48, 52, 20.5), base)
+    tie = compare(_row("s", "searched", 98, 90, 110, 21.0), base)
+    assert "same speed within the spread" in tie and "beats" not in tie
+    assert "loses on both axes" in compare(_row("s", "searched", 120, 110, 130, 19.0), base)
+    assert "p=0.010 significant" in compare(_row("s", "searched", 50, 48, 52, 21, p_vs={"dedicated": 0.01}), base)
+
+
+def test_summary_table_json_and_plot(tmp_path):
     rows = [
-        {"model": "HAT search @ 40 ms", "params_M": 2.0, "predicted_ms": 39.0, "measured_ms": 41.0, "bleu": 12.3,
-         "chrf": 35.0, "config": "a"},
-        {"model": "largest subnet", "params_M": 5.5, "predicted_ms": 100.0, "measured_ms": 98.0, "bleu": 13.1,
-         "chrf": None, "config": "b"},
+        _row("searched @ 40 ms", "searched", 41.0, 39.0, 44.0, 12.3, constraint_ms=40.0, p_vs={"dedicated": 0.2},
+             bleu_by_origin={"ddtp": 10.0, "ding": 5.5}),
+        _row("dedicated", "dedicated", 98.0, 95.0, 101.0, 13.1, chrf=None, bleu_by_origin={"ddtp": 11.0}),
     ]
-    path = write_summary(tmp_path, rows, [40.0, 60.0], QUICK, {"train": 3.0}, 10.0)
-    text = path.read_text()
-    assert "| HAT search @ 40 ms | 2.00 | 39.0 | 41.0 | 12.30 | 35.0 | a |" in text
-    assert "| largest subnet | 5.50 | 100.0 | 98.0 | 13.10 | - | b |" in text
-    assert json.loads((tmp_path / "summary.json").read_text())["constraints"] == [40.0, 60.0]
+    meta = {"budget": {"super_s": 600.0, "search_s": 60.0, "finetune_s": 120.0, "n_constraints": 2, "per_model_s": 390.0},
+            "stages": [{"name": "super", "updates": 800, "tokens": 1_500_000, "seconds": 600.0, "stopped_by_budget": True}],
+            "constraints": [40.0, 60.0], "rounds": 3, "test_sentences": 100, "beam": 4, "timings": {"super": 600.0},
+            "wall_s": 900.0, "quick": True}
+    path = write_summary(tmp_path, rows, meta)
+    text, by_origin = path.read_text().split("BLEU by origin")
+    assert "| searched | searched @ 40 ms | 10.00 | 5.50 |" in by_origin and "| dedicated | dedicated | 11.00 | - |" in by_origin
+    assert "Quick budget" in text and "**390 s**" in text and "stopped by its wall-clock budget" in text
+    table = [ln for ln in text.splitlines() if ln.startswith("| searched")]
+    assert table == ["| searched | searched @ 40 ms | 2.00 | 40 ms | 41.0 ms [39.0-44.0] | 12.30 | 40.0 | t | cfg "
+                     "searched @ 40 ms \\| x |"]
+    # every table row has as many cells as the header (escaped pipes inside cells)
+    header = next(ln for ln in text.splitlines() if ln.startswith("| kind"))
+    cells = lambda ln: len(ln.replace("\\|", "").split("|"))  # noqa: E731
+    assert all(cells(ln) == cells(header) for ln in text.splitlines() if ln.startswith("| searched") or ln.startswith("| dedicated"))
+    assert "vs dedicated: 0.42x its latency (faster), BLEU -0.80, p=0.200 not significant" in text
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["constraints"] == [40.0, 60.0] and saved["rows"][0]["kind"] == "searched"
     assert (tmp_path / "latency_vs_bleu.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ledger_survives_a_restart(tmp_path):
+    led = Ledger(tmp_path / "ledger.json")
+    led.add_time("search", 2.5)
+    led.add_time("search", 1.5)
+    assert Ledger(tmp_path / "ledger.json").seconds("search") == 4.0

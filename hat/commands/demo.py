@@ -1,13 +1,20 @@
-"""`hat demo [--quick]`: the whole HAT pipeline on the Debian de-en corpus, on this CPU.
+"""`hat demo [--quick] [--with-baselines]`: the whole HAT pipeline on the Debian de-en corpus, on
+this CPU, compared with what a user would otherwise train.
 
-prepare -> train the tiny SuperTransformer -> measure latency of sampled subnets -> fit the
-predictor -> search under two latency constraints -> fine-tune the two found subnets and two
-hand-designed baselines (the largest subnet, and a uniformly shrunk one of similar latency)
--> BLEU and measured latency -> summary table + latency-vs-BLEU plot.
+prepare -> train the tiny SuperTransformer (uniform sampling, a wall-clock budget) -> measure
+latency of sampled subnets -> fit the predictor -> search under N latency constraints -> fine-tune
+each found subnet from inherited weights with distillation from the SuperTransformer's largest
+subnet -> BLEU and latency measured in interleaved rounds -> summary table + plot.
 
-Each stage writes its output under `--out` and is skipped when that output exists, so an
-interrupted demo resumes where it stopped. Stages run the same `hat` commands a user would
-(through `hat.cli.main`), which is why the demo is a command itself.
+The cost of one delivered model is B = (SuperTransformer training + searches + fine-tuning) / N.
+`--with-baselines` trains, each alone from scratch with budget B, the largest config
+(`dedicated`), a uniformly shrunk config of the tightest constraint's latency class (`hand`) and
+the tightest searched architecture (`searched-scratch`), so the summary answers "is the searched
+model better than the one I would have trained anyway, at the same cost?".
+
+Each stage writes its output under `--out` and is skipped when that output exists (stage times
+are kept in `ledger.json`), so an interrupted demo resumes where it stopped. Stages run the same
+`hat` commands a user would (through `hat.cli.main`), which is why the demo is a command itself.
 """
 from __future__ import annotations
 
@@ -17,17 +24,20 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from hat.commands.demo_report import write_summary
 from hat.errors import HatError
-from hat.files import atomic_write_text, save_figure
+from hat.files import atomic_write_text
 from hat.space import DesignSpace, SubConfig, describe, load_space, load_subconfig, num_params, save_subconfig
 
 
 @dataclass(frozen=True)
 class Budget:
-    train_updates: int
-    train_minutes: float  # wall-clock guard: the run stops (and checkpoints) here
+    super_minutes: float  # SuperTransformer training (its LR anneals within this wall-clock budget)
+    finetune_minutes: float  # per searched subnet
     max_tokens: int
+    super_warmup: int
     latency_samples: int
     latency_runs: int
     search_population: int
@@ -35,23 +45,29 @@ class Budget:
     search_children: int
     search_iterations: int
     valid_sentences: int
-    finetune_updates: int
+    constraints: tuple[float, ...]  # fractions of the largest subnet's predicted latency
     test_sentences: int
     beam: int
+    rounds: int  # interleaved latency rounds in the final table
+    max_updates: int  # a bound only: the wall-clock budgets end the runs
 
 
-# Sized for a 2-core CPU in about 45 minutes: bf16 autocast trains ~1.6x faster than fp32 there
-# (benchmarks/RESULTS.md), and small batches give more updates in a short budget.
-FULL = Budget(2400, 22, 2048, 150, 10, 28, 8, 10, 6, 300, 100, 1000, 4)
-QUICK = Budget(40, 3, 1024, 24, 3, 12, 4, 4, 2, 64, 10, 100, 1)
+# Sized for a 2-core CPU: the pipeline in about 45 minutes, the baselines about 35 more.
+FULL = Budget(20, 3, 2048, 300, 150, 10, 28, 8, 10, 6, 300, (0.45, 0.55, 0.67), 1000, 4, 5, 100_000)
+QUICK = Budget(0.75, 0.2, 1024, 5, 24, 3, 12, 4, 4, 2, 64, (0.5, 0.7), 100, 1, 2, 100_000)
+SCRATCH_WARMUP = 200  # the tiny-cpu recipe's warm-up, for every model trained from scratch
+FINETUNE = ["lr=5.0e-4", "warmup_updates=20", "sampling.distill=true", "sampling.distill_alpha=0.5"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run (or resume) the end-to-end pipeline on the Debian de-en corpus",
-                       description="prepare -> train -> measure -> fit predictor -> search (2 constraints) -> "
-                       "fine-tune -> BLEU + measured latency vs two hand-designed baselines. Each stage is "
-                       "skipped when its output exists, so a rerun resumes.")
+                       description="prepare -> train -> measure -> fit predictor -> search (N constraints) -> "
+                       "fine-tune -> BLEU + measured latency; --with-baselines adds models trained alone from "
+                       "scratch with the same budget per model. Each stage is skipped when its output exists, "
+                       "so a rerun resumes.")
     p.add_argument("--quick", action="store_true", help="tiny budgets: a first look in a few minutes")
+    p.add_argument("--with-baselines", action="store_true",
+                   help="also train dedicated / hand / searched-scratch baselines alone with budget B each")
     p.add_argument("--out", default=None, help="output directory (default runs/demo or runs/demo-quick)")
     p.add_argument("--data", default="data/debian.de-en", help="corpus directory (built when missing)")
     p.add_argument("--device", default="cpu-2core", help="device for latency measurement (hat/configs/device)")
@@ -60,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = args.out or ("runs/demo-quick" if args.quick else "runs/demo")
-    run_demo(out, args.data, quick=args.quick, device=args.device)
+    run_demo(out, args.data, quick=args.quick, device=args.device, baselines=args.with_baselines)
     return 0
 
 
@@ -82,6 +98,39 @@ def _stage(name: str, done: Path) -> bool:
     return True
 
 
+class Ledger:
+    """Stage wall times and training records, kept on disk so a resumed demo still knows them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"seconds": {}, "runs": {}}
+
+    def add_time(self, key: str, seconds: float) -> None:
+        self.data["seconds"][key] = self.data["seconds"].get(key, 0.0) + seconds
+        self._save()
+
+    def record_run(self, key: str, save_dir: Path) -> dict[str, Any]:
+        """Updates, target tokens and training seconds of a finished `hat train` run."""
+        if key not in self.data["runs"]:
+            from hat.model.checkpoint import load_checkpoint  # noqa: PLC0415
+
+            ck = load_checkpoint(save_dir / "checkpoint_last.pt")
+            cfg = ck.get("config", {})
+            self.data["runs"][key] = {
+                "updates": int(ck["update"]), "tokens": int(ck.get("tokens_seen", 0)),
+                "seconds": float(ck.get("elapsed_s", 0.0)),
+                "stopped_by_budget": bool(cfg.get("budget_minutes")) and int(ck["update"]) < int(cfg.get("max_updates", 0)),
+            }
+            self._save()
+        return self.data["runs"][key]
+
+    def seconds(self, key: str) -> float:
+        return float(self.data["seconds"].get(key, 0.0))
+
+    def _save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.data, indent=1))
+
+
 def uniform_configs(space: DesignSpace) -> list[SubConfig]:
     """Hand-designed baselines: every layer the same width, as a person shrinking a model would."""
     c = space.choices
@@ -98,196 +147,214 @@ def uniform_configs(space: DesignSpace) -> list[SubConfig]:
     return out
 
 
+def hand_design(space: DesignSpace, predictor: Any, constraint: float) -> SubConfig:
+    """The uniformly shrunk config a person would pick for `constraint`: the most parameters
+    among those predicted to meet it (the fastest one when none does)."""
+    cands = uniform_configs(space)
+    preds = predictor.predict(cands)
+    ok = [(num_params(cfg, space), cfg) for cfg, p in zip(cands, preds) if p <= constraint]
+    return max(ok, key=lambda x: x[0])[1] if ok else min(zip(preds, cands), key=lambda x: x[0])[1]
+
+
+@dataclass
+class Entry:
+    """One model of the final table."""
+
+    name: str
+    kind: str
+    cfg_path: Path
+    save_dir: Path
+    constraint_ms: float | None = None
+
+    @property
+    def slug(self) -> str:
+        return self.save_dir.name
+
+
 def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-en", quick: bool = False,
-             device: str = "cpu-2core") -> Path:
+             device: str = "cpu-2core", baselines: bool = False) -> Path:
     """Run (or resume) the demo; returns the path of the summary markdown."""
     b = QUICK if quick else FULL
     out, data = Path(out), Path(data)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    timings: dict[str, float] = {}
+    ledger = Ledger(out / "ledger.json")
+    t_demo = time.time()
+    small_valid = ["max_valid_sentences=200"] if quick else []
+    common = ["--config", "tiny-cpu", f"data={data}", f"max_tokens={b.max_tokens}", f"max_updates={b.max_updates}",
+              "keep_interval_checkpoints=0", "progress=false" if quick else "progress=true"] + small_valid
 
-    def timed(name: str, t: float) -> None:
-        timings[name] = timings.get(name, 0.0) + time.time() - t
+    def timed(key: str, fn, *a) -> Any:
+        t = time.time()
+        try:
+            return fn(*a)
+        finally:
+            ledger.add_time(key, time.time() - t)
 
     # 1. corpus
-    t = time.time()
     if _stage("prepare the Debian de-en corpus", data / "meta.json"):
-        _hat(["prepare", "debian", "--pair", "de-en", "--out", str(data)])
-    timed("prepare", t)
+        timed("prepare", _hat, ["prepare", "debian", "--pair", "de-en", "--out", str(data)])
 
-    # 2. SuperTransformer
-    t = time.time()
+    # 2. SuperTransformer: HAT's uniform sampling under a wall-clock budget
     super_dir = out / "supertransformer"
     if _stage("train the tiny SuperTransformer", super_dir / "DONE"):
-        _hat(["train", "--config", "tiny-cpu", f"data={data}", f"save_dir={super_dir}", f"max_updates={b.train_updates}",
-              f"max_tokens={b.max_tokens}", f"stop_time_minutes={b.train_minutes}", "amp=bf16",
-              f"validate_interval={max(10, b.train_updates // 5)}", f"save_interval={max(10, b.train_updates // 10)}",
-              f"warmup_updates={max(5, b.train_updates // 8)}"] + (["max_valid_sentences=200"] if quick else []))
+        timed("super", _hat, ["train", *common, f"save_dir={super_dir}", "sampling.policy=uniform",
+                              f"budget_minutes={b.super_minutes}", f"warmup_updates={b.super_warmup}",
+                              "validate_interval=400", "save_interval=400"])
         (super_dir / "DONE").touch()
-    timed("train", t)
-    ckpt = super_dir / "checkpoint_best.pt"
-    if not ckpt.exists():
-        ckpt = super_dir / "checkpoint_last.pt"
+    ledger.record_run("super", super_dir)
+    ckpt = super_dir / "checkpoint_last.pt"
 
     # 3-4. latency dataset on this machine, predictor
-    t = time.time()
     lat_csv, lat_pt = out / "latency.csv", out / "latency.pt"
     if _stage("measure latency of sampled subnets on this machine", out / "latency.DONE"):
-        _hat(["measure", "--device", device, "--space", "tiny", "--samples", str(b.latency_samples),
-              "--runs", str(b.latency_runs), "--warmup", "2", "--out", str(lat_csv)])
+        timed("latency", _hat, ["measure", "--device", device, "--space", "tiny", "--samples", str(b.latency_samples),
+                                "--runs", str(b.latency_runs), "--warmup", "2", "--out", str(lat_csv)])
         (out / "latency.DONE").touch()
     if _stage("fit the latency predictor", lat_pt):
-        _hat(["fit-predictor", "--data", str(lat_csv), "--out", str(lat_pt), "--space", "tiny", "--device", device])
-    timed("latency", t)
-
-    from hat.latency.dataset import read_latency_csv  # noqa: PLC0415
+        timed("latency", _hat, ["fit-predictor", "--data", str(lat_csv), "--out", str(lat_pt), "--space", "tiny",
+                                "--device", device])
     from hat.latency.predictors import load_predictor  # noqa: PLC0415
 
     space = load_space("tiny")
     predictor = load_predictor(lat_pt, space)
-    measured = sorted(read_latency_csv(lat_csv).latency_ms.tolist())
-    # two constraints inside the measured range: a tight one and a loose one
-    constraints = [round(measured[int(len(measured) * q)], 1) for q in (0.25, 0.6)]
+    top = float(predictor.predict_one(space.largest()))
+    constraints = [round(f * top, 1) for f in b.constraints]
 
-    # 5. search
-    t = time.time()
-    models: dict[str, Path] = {}
+    # 5. one search per constraint
+    entries: list[Entry] = []
     for c in constraints:
-        sdir = out / f"search-{c:g}ms"
-        subnet = sdir / "subnet.yml"
+        subnet = out / f"search-{c:g}ms" / "subnet.yml"
         if _stage(f"evolutionary search under {c:g} ms", subnet):
-            _hat(["search", "--checkpoint", str(ckpt), "--predictor", str(lat_pt), "--latency-constraint", str(c),
-                  "--data", str(data), "--out", str(subnet), "--population", str(b.search_population),
-                  "--parents", str(b.search_parents), "--mutations", str(b.search_children),
-                  "--crossovers", str(b.search_children), "--iterations", str(b.search_iterations),
-                  "--valid-sentences", str(b.valid_sentences), "--no-progress"])
-        models[f"HAT search @ {c:g} ms"] = subnet
-    timed("search", t)
+            timed("search", _hat, ["search", "--checkpoint", str(ckpt), "--predictor", str(lat_pt),
+                                   "--latency-constraint", str(c), "--data", str(data), "--out", str(subnet),
+                                   "--population", str(b.search_population), "--parents", str(b.search_parents),
+                                   "--mutations", str(b.search_children), "--crossovers", str(b.search_children),
+                                   "--iterations", str(b.search_iterations),
+                                   "--valid-sentences", str(b.valid_sentences), "--no-progress"])
+        entries.append(Entry(f"searched @ {c:g} ms", "searched", subnet, out / "finetune" / f"search-{c:g}ms", c))
 
-    # baselines
     base_dir = out / "baselines"
     base_dir.mkdir(exist_ok=True)
-    largest = base_dir / "largest.yml"
-    if not largest.exists():
-        save_subconfig(space.largest(), largest)
-    uniform = base_dir / "uniform.yml"
-    if not uniform.exists():
-        target = predictor.predict_one(load_subconfig(models[f"HAT search @ {constraints[0]:g} ms"]))
-        cands = uniform_configs(space)
-        preds = predictor.predict(cands)
-        ok = [(num_params(cfg, space), cfg) for cfg, p in zip(cands, preds) if p <= target * 1.05]
-        pick = max(ok, key=lambda x: x[0])[1] if ok else min(zip(preds, cands), key=lambda x: x[0])[1]
-        save_subconfig(pick, uniform)
-    models["largest subnet"] = largest
-    models["uniformly shrunk"] = uniform
+    hand_yml, largest_yml = base_dir / "hand.yml", base_dir / "largest.yml"
+    if not hand_yml.exists():
+        save_subconfig(hand_design(space, predictor, constraints[0]), hand_yml)
+    if not largest_yml.exists():
+        save_subconfig(space.largest(), largest_yml)
+    entries.append(Entry("uniformly shrunk, fine-tuned", "uniform", hand_yml, out / "finetune" / "uniform"))
+    if baselines:
+        entries.append(Entry("largest subnet, fine-tuned", "largest", largest_yml, out / "finetune" / "largest"))
 
-    # 6. fine-tune each briefly from inherited weights (same budget for all)
-    t = time.time()
-    finetuned: dict[str, Path] = {}
-    for name, cfg_path in models.items():
-        slug = cfg_path.parent.name if cfg_path.name == "subnet.yml" else cfg_path.stem
-        fdir = out / "finetune" / slug
-        if _stage(f"fine-tune {name}", fdir / "DONE"):
-            _hat(["train", "--config", "tiny-cpu", f"data={data}", f"save_dir={fdir}", "sampling.policy=fixed",
-                  f"sampling.subnet={cfg_path}", f"init_from={ckpt}", f"max_updates={b.finetune_updates}",
-                  f"max_tokens={b.max_tokens}", "amp=bf16",
-                  f"warmup_updates={max(2, b.finetune_updates // 10)}", "lr=5.0e-4",
-                  f"validate_interval={b.finetune_updates}", f"save_interval={b.finetune_updates}"]
-                 + (["max_valid_sentences=200"] if quick else []))
-            (fdir / "DONE").touch()
-        fck = fdir / "checkpoint_best.pt"
-        finetuned[name] = fck if fck.exists() else fdir / "checkpoint_last.pt"
-    timed("finetune", t)
+    # 6. fine-tune from inherited weights, distilling from the SuperTransformer's largest subnet
+    for e in entries:
+        if _stage(f"fine-tune {e.name}", e.save_dir / "DONE"):
+            key = "finetune" if e.kind == "searched" else "finetune-extra"
+            timed(key, _hat, ["train", *common, f"save_dir={e.save_dir}", "sampling.policy=fixed",
+                              f"sampling.subnet={e.cfg_path}", f"init_from={ckpt}", *FINETUNE,
+                              f"budget_minutes={b.finetune_minutes}", "validate_interval=100000",
+                              "save_interval=100000"])
+            (e.save_dir / "DONE").touch()
+        ledger.record_run(e.slug, e.save_dir)
 
-    # 7. export + BLEU + measured latency
-    t = time.time()
-    rows = []
+    # the budget per delivered model, from the stages' own clocks
+    n = len(constraints)
+    searched = [e for e in entries if e.kind == "searched"]
+    ft = sum(ledger.record_run(e.slug, e.save_dir)["seconds"] for e in searched)
+    budget = {"super_s": ledger.record_run("super", super_dir)["seconds"], "search_s": ledger.seconds("search"),
+              "finetune_s": ft, "n_constraints": n}
+    budget["per_model_s"] = (budget["super_s"] + budget["search_s"] + budget["finetune_s"]) / n
+
+    # 7. baselines alone from scratch, budget B each
+    if baselines:
+        tight = searched[0]
+        scratch = [("dedicated", "largest config, alone from scratch", largest_yml),
+                   ("hand", "uniformly shrunk, alone from scratch", hand_yml),
+                   ("searched-scratch", f"searched @ {tight.constraint_ms:g} ms arch, alone from scratch", tight.cfg_path)]
+        for kind, name, cfg_path in scratch:
+            e = Entry(name, kind, cfg_path, out / "scratch" / kind)
+            if _stage(f"train {name} ({budget['per_model_s']:.0f} s)", e.save_dir / "DONE"):
+                timed("baselines", _hat, ["train", *common, f"save_dir={e.save_dir}", "sampling.policy=fixed",
+                                          f"sampling.subnet={cfg_path}", f"warmup_updates={SCRATCH_WARMUP}",
+                                          f"budget_minutes={budget['per_model_s'] / 60:.4f}",
+                                          "validate_interval=100000", "save_interval=100000"])
+                (e.save_dir / "DONE").touch()
+            ledger.record_run(e.slug, e.save_dir)
+            entries.append(e)
+
+    # 8. export, BLEU, latency in interleaved rounds
+    rows = timed("evaluate", _evaluate, out, data, entries, b, space, device, ledger, budget)
+    stages = [{"name": "SuperTransformer (uniform sampling)", **ledger.record_run("super", super_dir)}]
+    stages += [{"name": f"{e.kind}: {e.name}", **ledger.record_run(e.slug, e.save_dir)} for e in entries]
+    from hat.latency.devices import resolve_device  # noqa: PLC0415
+    from hat.latency.measure import Protocol, cpu_description  # noqa: PLC0415
+
+    proto = Protocol.from_device(resolve_device(device), space)
+    meta = {
+        "quick": quick, "machine": cpu_description(), "budget": budget, "stages": stages,
+        "constraints": constraints, "constraint_rule": "fractions " + ", ".join(f"{f:g}" for f in b.constraints)
+        + f" of the largest subnet's predicted {top:.1f} ms",
+        "protocol": f"batch {proto.batch}, beam {proto.beam}, {proto.src_len}+{proto.tgt_len} tokens, "
+                    f"{proto.warmup} warm-ups + {proto.runs} runs",
+        "rounds": b.rounds, "test_sentences": b.test_sentences, "beam": b.beam,
+        "timings": dict(ledger.data["seconds"]), "wall_s": time.time() - t_demo,
+    }
+    return write_summary(out, rows, meta)
+
+
+def _evaluate(out: Path, data: Path, entries: list[Entry], b: Budget, space: DesignSpace, device: str,
+              ledger: Ledger, budget: dict) -> list[dict]:
+    import hat  # noqa: PLC0415
+    from hat.evaluate import evaluate, paired_bleu_pvalue  # noqa: PLC0415
+    from hat.latency.compare import measure_interleaved  # noqa: PLC0415
     from hat.latency.devices import resolve_device  # noqa: PLC0415
     from hat.latency.measure import Measurer, Protocol  # noqa: PLC0415
 
-    dev = resolve_device(device)
-    measurer = None
-    for name, cfg_path in models.items():
-        slug = cfg_path.parent.name if cfg_path.name == "subnet.yml" else cfg_path.stem
-        edir = out / "export" / slug
-        if _stage(f"export {name}", edir / "model.pt"):
-            _hat(["export", "--checkpoint", str(finetuned[name]), "--config", str(cfg_path), "--data", str(data),
-                  "--format", "standalone", "--out", str(edir)])
+    rows, hyps = [], {}
+    for e in entries:
+        edir = out / "export" / e.slug
+        if _stage(f"export {e.name}", edir / "model.pt"):
+            _hat(["export", "--checkpoint", str(e.save_dir / "checkpoint_last.pt"), "--config", str(e.cfg_path),
+                  "--data", str(data), "--format", "standalone", "--out", str(edir)])
         res_path = edir / "bleu.json"
-        if _stage(f"BLEU of {name}", res_path):
-            import hat  # noqa: PLC0415
-            from hat.evaluate import evaluate  # noqa: PLC0415
-
-            res, hyps = evaluate(hat.load(edir / "model.pt"), data, "test", beam=b.beam, lenpen=0.6,
-                                 limit=b.test_sentences)
-            atomic_write_text(edir / "test.hyp.en", "\n".join(hyps) + "\n")
+        if _stage(f"BLEU of {e.name}", res_path):
+            res, h = evaluate(hat.load(edir / "model.pt"), data, "test", beam=b.beam, lenpen=0.6,
+                              limit=b.test_sentences)
+            atomic_write_text(edir / "test.hyp", "\n".join(h) + "\n")
             atomic_write_text(res_path, json.dumps(res, indent=1))
-        bleu = json.loads(res_path.read_text())
-        lat_path = edir / "latency.json"
-        cfg = load_subconfig(cfg_path)
-        if _stage(f"measured latency of {name}", lat_path):
-            if measurer is None:
-                measurer = Measurer(space, Protocol.from_device(dev, space))
-            m = measurer.measure(cfg)
-            atomic_write_text(lat_path, json.dumps({"measured_ms": m["latency_mean_encoder"] + m["latency_mean_decoder"], **m}))
-        rows.append({
-            "model": name,
-            "params_M": num_params(cfg, space) / 1e6,
-            "predicted_ms": float(predictor.predict_one(cfg)),
-            "measured_ms": json.loads(lat_path.read_text())["measured_ms"],
-            "bleu": bleu["bleu"],
-            "chrf": bleu.get("chrf"),
-            "config": describe(cfg),
-        })
-    timed("evaluate", t)
-    return write_summary(out, rows, constraints, b, timings, time.time() - t0)
+        hyps[e.name] = (edir / "test.hyp").read_text(encoding="utf-8").split("\n")[:-1]
+        res = json.loads(res_path.read_text())
+        run = ledger.record_run(e.slug, e.save_dir)
+        cfg = load_subconfig(e.cfg_path)
+        how = (f"inherited + fine-tuned {run['seconds']:.0f} s" if e.kind in ("searched", "largest", "uniform")
+               else f"from scratch {run['seconds']:.0f} s")
+        rows.append({"name": e.name, "kind": e.kind, "config": describe(cfg), "params_M": num_params(cfg, space) / 1e6,
+                     "constraint_ms": e.constraint_ms, "bleu": res["bleu"], "chrf": res.get("chrf"),
+                     "bleu_by_origin": {k: v["bleu"] for k, v in res.get("per_origin", {}).items()},
+                     "model_path": str((edir / "model.pt").relative_to(out)), "budget_s": budget["per_model_s"],
+                     "updates": run["updates"], "tokens": run["tokens"], "train_s": run["seconds"],
+                     "training": f"{how}, {run['updates']} updates"})
 
-
-def write_summary(out: Path, rows: list[dict], constraints: list[float], b: Budget, timings: dict[str, float],
-                  wall: float) -> Path:
-    lines = [
-        "# hat demo: tiny SuperTransformer on Debian de-en, this CPU",
-        "",
-        f"Latency constraints: {', '.join(f'{c:g} ms' for c in constraints)} (25th and 60th percentile of the measured subnets).",
-        f"BLEU: sacrebleu on the first {b.test_sentences} test sentences, beam {b.beam}; "
-        f"every model fine-tuned {b.finetune_updates} updates from inherited weights.",
-        "",
-        "| model | params (M) | predicted ms | measured ms | BLEU | chrF | architecture |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    lat_path = out / "latency_final.json"
+    if _stage(f"measure every model's latency in {b.rounds} interleaved rounds", lat_path):
+        measurer = Measurer(space, Protocol.from_device(resolve_device(device), space))
+        spreads = measure_interleaved(measurer.measure, {r["name"]: load_subconfig(e.cfg_path)
+                                                         for r, e in zip(rows, entries)},
+                                      rounds=b.rounds, log=lambda s: print(f"[demo] latency {s}", flush=True))
+        atomic_write_text(lat_path, json.dumps({k: v.to_dict() for k, v in spreads.items()}, indent=1))
+    lat = json.loads(lat_path.read_text())
+    refs = _references(data, b.test_sentences)
+    bases = {r["name"]: hyps[r["name"]] for r in rows if r["kind"] in ("dedicated", "hand")}
     for r in rows:
-        chrf = f"{r['chrf']:.1f}" if r.get("chrf") is not None else "-"
-        lines.append(f"| {r['model']} | {r['params_M']:.2f} | {r['predicted_ms']:.1f} | {r['measured_ms']:.1f} | "
-                     f"{r['bleu']:.2f} | {chrf} | {r['config']} |")
-    lines += ["", "Stage wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; total {wall:.0f}"]
-    summary = out / "summary.md"
-    atomic_write_text(summary, "\n".join(lines) + "\n")
-    atomic_write_text(out / "summary.json", json.dumps({"rows": rows, "constraints": constraints, "timings": timings}, indent=1))
-    _plot(out / "latency_vs_bleu.png", rows, constraints)
-    print("\n" + "\n".join(lines))
-    print(f"\n[demo] summary: {summary}\n[demo] plot: {out / 'latency_vs_bleu.png'}")
-    return summary
+        s = lat[r["name"]]
+        r.update(measured_ms=s["median"], measured_low_ms=s["low"], measured_high_ms=s["high"],
+                 measured_rounds=s["rounds"])
+        if r["kind"] == "searched":
+            r["p_vs"] = {name: paired_bleu_pvalue(h, hyps[r["name"]], refs) for name, h in bases.items()}
+    return rows
 
 
-def _plot(path: Path, rows: list[dict], constraints: list[float]) -> None:
-    import matplotlib  # noqa: PLC0415
+def _references(data: Path, n: int) -> list[str]:
+    from hat.data.dataset import ParallelDataset  # noqa: PLC0415
+    from hat.evaluate import read_references  # noqa: PLC0415
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        marker = "*" if r["model"].startswith("HAT") else "o"
-        ax.scatter(r["measured_ms"], r["bleu"], s=120 if marker == "*" else 60, marker=marker, label=r["model"])
-    for c in constraints:
-        ax.axvline(c, color="grey", ls="--", lw=0.8)
-        ax.annotate(f"{c:g} ms", (c, ax.get_ylim()[1]), fontsize=7, color="grey", ha="left", va="top")
-    ax.set_xlabel("measured latency on this CPU (ms)")
-    ax.set_ylabel("BLEU (test)")
-    ax.set_title("Searched subnets vs hand-designed baselines", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
+    ds = ParallelDataset(data, "test")
+    return read_references(data, "test", ds.tgt_lang, len(ds))[:n]

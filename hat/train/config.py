@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hat.errors import ConfigError, first_line
+from hat.model import ModelArgs
 from hat.shipped import read_yaml, resolve
 
 DEFAULTS: dict[str, Any] = {
@@ -25,7 +26,10 @@ DEFAULTS: dict[str, Any] = {
     "update_freq": 1,
     "max_updates": 1000,
     "max_epochs": None,
-    "stop_time_minutes": None,  # wall-clock budget of this process (not bitwise-reproducible)
+    "stop_time_minutes": None,  # wall-clock guard of this process (not bitwise-reproducible)
+    # wall-clock training budget across resumes: the LR schedule decays by elapsed time as well as
+    # by updates (whichever is further), so a run cut by its budget still ends annealed
+    "budget_minutes": None,
     # optimisation
     "lr": 1e-3,
     "lr_scheduler": "cosine",
@@ -46,7 +50,10 @@ DEFAULTS: dict[str, Any] = {
     "normalize_before": False,
     "max_positions": 1024,
     "scale_dropout_with_embed": True,
-    "sampling": {"policy": "uniform", "sandwich_k": 2, "distill": False, "distill_alpha": 1.0, "subnet": None},
+    # distill: sandwich = in-place distillation from the largest subnet; fixed = distillation from
+    # a frozen copy of the `init_from` SuperTransformer's `teacher` subnet (largest by default)
+    "sampling": {"policy": "uniform", "sandwich_k": 2, "distill": False, "distill_alpha": 1.0, "subnet": None,
+                 "teacher": None},
     "init_from": None,  # SuperTransformer checkpoint whose weights start a fresh run (retraining)
     "validate_interval": 1000,
     "max_valid_sentences": None,  # validate on the first N valid pairs only (null: all)
@@ -150,6 +157,7 @@ CHECKS: dict[str, Check] = {
     "max_valid_sentences": _number(1, integer=True, optional=True),
     "num_threads": _number(1, integer=True, optional=True),
     "stop_time_minutes": _number(0, open_lo=True, optional=True),
+    "budget_minutes": _number(0, open_lo=True, optional=True),
     "lr": _number(0, open_lo=True), "adam_eps": _number(0, open_lo=True),
     "warmup_updates": _number(0, integer=True), "warmup_init_lr": _number(0), "min_lr": _number(0),
     "weight_decay": _number(0), "clip_norm": _number(0), "label_smoothing": _PROB, "adam_betas": _betas,
@@ -158,8 +166,9 @@ CHECKS: dict[str, Check] = {
     "lr_scheduler": _choice("cosine", "inverse_sqrt", "fixed"),
     "amp": _choice("auto", "fp32", "bf16", "fp16"), "compute": _choice("auto", "cpu", "cuda"),
     "sampling.policy": _choice("uniform", "sandwich", "fixed"),
-    "sampling.sandwich_k": _number(0, integer=True), "sampling.distill_alpha": _number(0),
-    "sampling.subnet": _of(str, optional=True), "init_from": _of(str, optional=True),
+    "sampling.sandwich_k": _number(0, integer=True), "sampling.distill_alpha": _number(0, 1),
+    "sampling.subnet": _of(str, optional=True), "sampling.teacher": _of(str, optional=True),
+    "init_from": _of(str, optional=True),
 }
 PATHS = ("space", "data", "save_dir", "init_from", "sampling.subnet")  # a number given for a path is its name
 
@@ -199,3 +208,19 @@ def _check_config(cfg: DictConfig, source: str) -> None:
     if 0 < values["warmup_updates"] >= values["max_updates"]:
         raise ConfigError(f"{source}: warmup_updates={values['warmup_updates']} is not below max_updates="
                           f"{values['max_updates']}: the whole run would warm up (lower warmup_updates)")
+    s = cfg.sampling
+    if s.distill and s.policy == "fixed" and not cfg.init_from:
+        raise ConfigError(f"{source}: sampling.distill with policy fixed distils from the init_from "
+                          "SuperTransformer: set init_from=CHECKPOINT")
+
+
+def model_args(cfg: DictConfig, src_vocab: int, tgt_vocab: int, pad: int) -> ModelArgs:
+    """The model's construction arguments a training config implies (the vocabularies come from the data)."""
+    return ModelArgs(
+        src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab, padding_idx=pad,
+        share_all_embeddings=cfg.share_all_embeddings,
+        share_decoder_input_output_embed=cfg.share_decoder_input_output_embed,
+        dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
+        normalize_before=cfg.normalize_before, max_positions=cfg.max_positions,
+        scale_dropout_with_embed=cfg.scale_dropout_with_embed,
+    )

@@ -37,8 +37,12 @@ class LRSchedule:
         self.kind, self.lr, self.warmup, self.init_lr = kind, lr, warmup_updates, warmup_init_lr
         self.min_lr, self.max_updates = min_lr, max_updates
 
-    def lr_at(self, update: int) -> float:
-        """Learning rate used by the `update`-th optimizer step (1-based; 0 gives warmup_init_lr)."""
+    def lr_at(self, update: int, progress: float = 0.0) -> float:
+        """Learning rate used by the `update`-th optimizer step (1-based; 0 gives warmup_init_lr).
+
+        `progress` (0..1, e.g. the share of a wall-clock budget spent) moves the decay on as if
+        `progress * max_updates` updates were done, when that is further than `update`: a
+        time-budgeted run anneals within its budget whatever the machine's speed."""
         if self.warmup and update < self.warmup:
             return self.init_lr + (self.lr - self.init_lr) * update / self.warmup
         if self.kind == "fixed":
@@ -46,11 +50,12 @@ class LRSchedule:
         if self.kind == "inverse_sqrt":
             return self.lr * math.sqrt(max(self.warmup, 1) / max(update, 1))
         period = max(self.max_updates - self.warmup, 1)
-        t = min(max(update - self.warmup, 0), period) / period
+        virtual = max(update, progress * self.max_updates)
+        t = min(max(virtual - self.warmup, 0), period) / period
         return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * t))
 
-    def step(self, optimizer: torch.optim.Optimizer, update: int) -> float:
-        lr = self.lr_at(update)
+    def step(self, optimizer: torch.optim.Optimizer, update: int, progress: float = 0.0) -> float:
+        lr = self.lr_at(update, progress)
         for g in optimizer.param_groups:
             g["lr"] = lr
         return lr

@@ -24,11 +24,13 @@ from hat.data.batching import batch_by_tokens, collate
 from hat.data.dataset import ParallelDataset
 from hat.errors import CheckpointError, ConfigError, DataError, first_line
 from hat.files import atomic_write_text, remove_stale_temps, save_torch
-from hat.model import ModelArgs, SuperTransformer
+from hat.model import SuperTransformer
 from hat.model.checkpoint import FORMAT, FORMAT_VERSION, check_compatible, load_checkpoint
 from hat.space import describe, load_space, load_subconfig
 from hat.train import distributed as D
-from hat.train.log import TrainLog
+from hat.train.config import model_args
+from hat.train.distill import Teacher
+from hat.train.log import Progress, TrainLog
 from hat.train.loss import distill_loss, label_smoothed_nll_loss
 from hat.train.optim import LRSchedule, build_optimizer
 from hat.train.rng import rng_state, set_rng_state, update_seed
@@ -56,14 +58,7 @@ class Trainer:
         self.valid_data = ParallelDataset(cfg.data, "valid")
         sd, td = self.train_data.src_dict, self.train_data.tgt_dict
         self.pad, self.eos = td.pad, td.eos
-        self.model_args = ModelArgs(
-            src_vocab_size=len(sd), tgt_vocab_size=len(td), padding_idx=self.pad,
-            share_all_embeddings=cfg.share_all_embeddings,
-            share_decoder_input_output_embed=cfg.share_decoder_input_output_embed,
-            dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
-            normalize_before=cfg.normalize_before, max_positions=cfg.max_positions,
-            scale_dropout_with_embed=cfg.scale_dropout_with_embed,
-        )
+        self.model_args = model_args(cfg, len(sd), len(td), self.pad)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         try:
             self.model = SuperTransformer(self.space, self.model_args).to(self.device)
@@ -83,6 +78,8 @@ class Trainer:
         self.best_loss = math.inf
         self.valid_history: list[dict] = []
         self.subnet_digest = ""  # hash chain of the subnets trained so far (DDP consistency check)
+        self.elapsed_s = 0.0  # training wall-clock across resumes (the budget's clock)
+        self.tokens_seen = 0  # target tokens trained on, across resumes
         self._batches: list[list[int]] | None = None
         self._batches_epoch = 0
         last = self.save_dir / "checkpoint_last.pt"
@@ -94,6 +91,8 @@ class Trainer:
             self.log.rewind(self.update)
         elif cfg.init_from:
             self._init_from(cfg.init_from)
+        self.teacher = (Teacher(cfg.init_from, s.teacher, self.space, self.model_args, self.device)
+                        if s.distill and s.policy == "fixed" else None)
         self.writer = None
         if self.env.is_master and cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -114,6 +113,8 @@ class Trainer:
             "best_valid_loss": self.best_loss,
             "valid": self.valid_history,
             "subnet_digest": self.subnet_digest,
+            "elapsed_s": self.elapsed_s,
+            "tokens_seen": self.tokens_seen,
             "world_size": self.env.world_size,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "space": self.space.to_dict(),
@@ -133,6 +134,8 @@ class Trainer:
             self.best_loss = float(ckpt.get("best_valid_loss", math.inf))
             self.valid_history = list(ckpt.get("valid", []))
             self.subnet_digest = str(ckpt.get("subnet_digest", ""))
+            self.elapsed_s = float(ckpt.get("elapsed_s", 0.0))
+            self.tokens_seen = int(ckpt.get("tokens_seen", 0))
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
             raise CheckpointError(f"{path}: state does not match this model ({type(e).__name__}: "
                                   f"{first_line(e, 160)})") from None
@@ -148,6 +151,11 @@ class Trainer:
             raise CheckpointError(f"{path}: weights do not match this model ({first_line(e, 160)})") from None
         if self.env.is_master:
             print(f"initialised weights from {path} (update {ckpt['update']})", file=sys.stderr)
+
+    def progress(self) -> float:
+        """Share of the wall-clock budget spent (0 without one)."""
+        b = self.cfg.budget_minutes
+        return min(self.elapsed_s / (60.0 * b), 1.0) if b else 0.0
 
     def save(self, best: bool = False, numbered: bool = False) -> None:
         if self.env.is_master:
@@ -209,7 +217,7 @@ class Trainer:
         key = ";".join(describe(x) for x in configs)
         self.subnet_digest = hashlib.sha256((self.subnet_digest + key).encode()).hexdigest()
         torch.manual_seed(update_seed(c.seed, update, self.env.rank))
-        lr = self.schedule.step(self.optimizer, update)
+        lr = self.schedule.step(self.optimizer, update, self.progress())
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         distill = c.sampling.distill and c.sampling.policy == "sandwich"
@@ -221,7 +229,7 @@ class Trainer:
                 continue
             sample = self._collate(self.train_data, ids)
             target = sample["target"]
-            teacher = None
+            teacher = self.teacher.probs(sample, self._autocast) if self.teacher is not None else None
             for j, sub in enumerate(configs):
                 with self._autocast():
                     logits = self.model(sample["src_tokens"], sample["src_lengths"], sample["prev_output_tokens"], sub)
@@ -231,7 +239,8 @@ class Trainer:
                     nll_sum += nll.item()
                     if distill:
                         teacher = torch.softmax(logits.detach().float(), dim=-1)
-                elif teacher is not None:
+                        # the largest learns from the data; the others from it below
+                if teacher is not None and not (j == 0 and distill):
                     loss = (1 - alpha) * loss + alpha * distill_loss(logits, teacher, target, self.pad)
                 self.scaler.scale(loss).backward()
                 del logits
@@ -250,6 +259,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.update = update
+        self.tokens_seen += int(ntokens)
         n = max(ntokens, 1)
         return {"loss": loss_sum / n, "nll": nll_sum / n, "ntokens": ntokens, "nsentences": nsent, "lr": lr, "gnorm": gnorm}
 
@@ -293,8 +303,6 @@ class Trainer:
     # ---- loop -------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Run to `max_updates` (or `max_epochs` / `stop_time_minutes`); return the last validation."""
-        from tqdm import tqdm
-
         c, master = self.cfg, self.env.is_master
         self.save_dir.mkdir(parents=True, exist_ok=True)
         if master:
@@ -310,28 +318,33 @@ class Trainer:
                 print(f"hat train: {self.save_dir} already reached max_updates={c.max_updates}", file=sys.stderr)
             return {"update": self.update, "valid": self.valid_history[-1] if self.valid_history else None,
                     "subnet_digest": self.subnet_digest}
-        bar = tqdm(total=c.max_updates, initial=self.update, disable=not (master and c.progress),
-                   dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        bar = Progress(c.max_updates, self.update, c.budget_minutes, self.elapsed_s, master and c.progress)
         t_start = time.time()
         t0, tok0, last_valid = time.time(), 0.0, None
         win_loss = win_tok = 0.0
         saved_at = validated_at = -1
+        elapsed0 = self.elapsed_s
         while self.update < c.max_updates:
             if c.max_epochs and self.epoch > c.max_epochs:
                 break
             if c.stop_time_minutes and time.time() - t_start > 60 * c.stop_time_minutes:
                 break
+            if self.progress() >= 1.0:
+                break
             stats = self.train_step()
+            self.elapsed_s = elapsed0 + self._agreed(time.time() - t_start)
             tok0 += stats["ntokens"]
             win_loss += stats["loss"] * stats["ntokens"]
             win_tok += stats["ntokens"]
-            bar.update(1)
+            bar.step(self.update, self.elapsed_s)
             u = self.update
             if u % c.log_interval == 0 or u == c.max_updates:
                 dt = max(time.time() - t0, 1e-9)
                 rec = {"update": u, "epoch": self.epoch, "loss": win_loss / max(win_tok, 1), "lr": stats["lr"],
-                       "tokens_per_s": tok0 / dt, "wall_s": round(time.time() - t_start, 1)}
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}", lr=f"{stats['lr']:.2e}")
+                       "tokens_per_s": tok0 / dt, "wall_s": round(time.time() - t_start, 1),
+                       "elapsed_s": round(self.elapsed_s, 1), "tokens_seen": self.tokens_seen}
+                bar.postfix(update=str(u), loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}",
+                            lr=f"{stats['lr']:.2e}")
                 self.log.write({"train": rec})
                 if self.writer:
                     self.writer.add_scalar("train/loss", rec["loss"], u)
@@ -357,7 +370,14 @@ class Trainer:
             raise RuntimeError(f"ranks trained different subnets: {digests}")
         if self.writer:
             self.writer.close()
-        return {"update": self.update, "valid": last_valid, "subnet_digest": digests[0]}
+        return {"update": self.update, "valid": last_valid, "subnet_digest": digests[0],
+                "elapsed_s": self.elapsed_s, "tokens_seen": self.tokens_seen}
+
+    def _agreed(self, seconds: float) -> float:
+        """The ranks' mean clock, so every rank stops at the same update under a budget."""
+        if self.env.world_size == 1 or not self.cfg.budget_minutes:
+            return seconds
+        return D.all_reduce_sum([seconds], self.env, self.device)[0] / self.env.world_size
 
     def _validate_and_log(self, t_start: float) -> tuple[dict, bool]:
         res = self.validate()

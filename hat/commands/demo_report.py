@@ -1,0 +1,145 @@
+"""The demo's summary: one row per delivered or baseline model, the compute each got, and
+comparisons that claim a win only where it holds beyond the measurement spread.
+
+Row kinds: `searched` (found under a latency constraint, inherited weights + fine-tuning),
+`largest` / `uniform` (the largest subnet / a uniformly shrunk one, same pipeline),
+`dedicated` (the largest config trained alone from scratch), `hand` (a uniformly shrunk config of
+a constraint's latency class, alone from scratch), `searched-scratch` (a searched architecture
+alone from scratch). Baselines get the budget per delivered model, B.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hat.files import atomic_write_text, save_figure
+from hat.latency.compare import Spread
+
+KIND_ORDER = ("searched", "searched-scratch", "largest", "uniform", "dedicated", "hand")
+MARKERS = {"searched": "*", "searched-scratch": "P", "largest": "s", "uniform": "D", "dedicated": "o", "hand": "v"}
+
+
+def _spread(row: dict) -> Spread:
+    return Spread(row["measured_ms"], row["measured_low_ms"], row["measured_high_ms"], tuple(row.get("measured_rounds", ())))
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def compare(row: dict, base: dict) -> str:
+    """`row` against `base` in one phrase: latency ratio, BLEU difference and what holds."""
+    a, b = _spread(row), _spread(base)
+    ratio = a.median / b.median
+    d = row["bleu"] - base["bleu"]
+    faster, slower = a.faster_than(b), b.faster_than(a)
+    speed = "faster" if faster else "slower" if slower else "same speed within the spread"
+    p = row.get("p_vs", {}).get(base["name"])
+    sig = "" if p is None else (f", p={p:.3f}" + (" significant" if p < 0.05 else " not significant"))
+    verdict = ""
+    if faster and d > 0:
+        verdict = " -> beats it on both axes"
+    elif slower and d < 0:
+        verdict = " -> loses on both axes"
+    return f"{ratio:.2f}x its latency ({speed}), BLEU {d:+.2f}{sig}{verdict}"
+
+
+def summary_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
+    b = meta["budget"]
+    lines = [
+        "# hat demo: tiny SuperTransformer on Debian de-en, this CPU",
+        "",
+    ]
+    if meta.get("quick"):
+        lines += ["**Quick budget: this run shows the pipeline, not model quality** (BLEU near 0 is expected); "
+                  "`make demo` trains for real.", ""]
+    lines += [
+        f"Machine: {meta.get('machine', '?')}. Latency: {meta.get('protocol', '')}, measured in "
+        f"{meta['rounds']} interleaved rounds (median [min-max]). BLEU/chrF: sacrebleu on the first "
+        f"{meta['test_sentences']} test sentences, beam {meta['beam']}, lenpen 0.6.",
+        f"Constraints: {', '.join(f'{c:g} ms' for c in meta['constraints'])} ({meta.get('constraint_rule', '')}).",
+        "",
+        f"Budget per delivered model B = (SuperTransformer training {b['super_s']:.0f} s + search {b['search_s']:.0f} s"
+        f" + fine-tuning {b['finetune_s']:.0f} s) / {b['n_constraints']} constraints = **{b['per_model_s']:.0f} s**; "
+        "every baseline trained alone from scratch gets B.",
+    ]
+    for st in meta.get("stages", []):
+        cut = " (stopped by its wall-clock budget)" if st.get("stopped_by_budget") else ""
+        lines.append(f"- {st['name']}: {st['updates']} updates, {st['tokens'] / 1e6:.2f} M target tokens, "
+                     f"{st['seconds']:.0f} s ({st['tokens'] / max(st['seconds'], 1e-9):.0f} tokens/s){cut}")
+    lines += [
+        "",
+        "| kind | model | params (M) | constraint | measured ms [min-max] | BLEU | chrF | training | architecture |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (KIND_ORDER.index(r["kind"]), r["measured_ms"])):
+        con = f"{r['constraint_ms']:g} ms" if r.get("constraint_ms") else "-"
+        chrf = f"{r['chrf']:.1f}" if r.get("chrf") is not None else "-"
+        lines.append(f"| {r['kind']} | {_cell(r['name'])} | {r['params_M']:.2f} | {con} | {_spread(r)} | "
+                     f"{r['bleu']:.2f} | {chrf} | {_cell(r.get('training', ''))} | {_cell(r['config'])} |")
+    by_kind = {r["kind"]: r for r in rows if r["kind"] in ("dedicated", "hand")}
+    searched = [r for r in rows if r["kind"] == "searched"]
+    if searched and by_kind:
+        lines += ["", "Searched subnets against the baselines trained alone with budget B:"]
+        for r in sorted(searched, key=lambda r: r["constraint_ms"]):
+            parts = [f"vs {k}: {compare(r, base)}" for k, base in by_kind.items()]
+            scratch = next((s for s in rows if s["kind"] == "searched-scratch" and s["config"] == r["config"]), None)
+            if scratch:
+                parts.append(f"vs its own architecture from scratch: BLEU {r['bleu'] - scratch['bleu']:+.2f}")
+            lines.append(f"- {r['name']}: " + "; ".join(parts))
+    lines += _by_origin(rows)
+    lines += ["", "Stage wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in meta["timings"].items())
+              + f"; total {meta['wall_s']:.0f}"]
+    return lines
+
+
+def _by_origin(rows: list[dict]) -> list[str]:
+    """BLEU per origin of the test set: each origin is its own domain (package descriptions, a
+    dictionary, software help, a game), so a model that wins only on one shows it here."""
+    tags = sorted({t for r in rows for t in r.get("bleu_by_origin") or {}})
+    if not tags:
+        return []
+    lines = ["", "BLEU by origin of the test sentences (domains):", "",
+             "| kind | model | " + " | ".join(tags) + " |", "|---|---|" + "---:|" * len(tags)]
+    for r in sorted(rows, key=lambda r: (KIND_ORDER.index(r["kind"]), r["measured_ms"])):
+        got = r.get("bleu_by_origin") or {}
+        lines.append(f"| {r['kind']} | {_cell(r['name'])} | "
+                     + " | ".join(f"{got[t]:.2f}" if t in got else "-" for t in tags) + " |")
+    return lines
+
+
+def write_summary(out: Path, rows: list[dict], meta: dict[str, Any]) -> Path:
+    """summary.md, summary.json and latency_vs_bleu.png under `out`; prints the summary."""
+    lines = summary_lines(rows, meta)
+    summary = out / "summary.md"
+    atomic_write_text(summary, "\n".join(lines) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps({"rows": rows, **meta}, indent=1))
+    plot(out / "latency_vs_bleu.png", rows, meta["constraints"])
+    print("\n" + "\n".join(lines))
+    print(f"\n[demo] summary: {summary}\n[demo] plot: {out / 'latency_vs_bleu.png'}")
+    return summary
+
+
+def plot(path: Path, rows: list[dict], constraints: list[float]) -> None:
+    """Latency (median, min-max bars) against BLEU, one marker shape per kind."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in sorted(rows, key=lambda r: KIND_ORDER.index(r["kind"])):
+        s = _spread(r)
+        ax.errorbar(s.median, r["bleu"], xerr=[[s.median - s.low], [s.high - s.median]], fmt=MARKERS[r["kind"]],
+                    ms=11 if r["kind"] == "searched" else 7, capsize=3, label=f"{r['kind']}: {r['name']}")
+    for c in constraints:
+        ax.axvline(c, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("measured latency on this CPU (ms; median and min-max of interleaved rounds)")
+    ax.set_ylabel("BLEU (test)")
+    ax.set_title("Searched subnets vs models trained alone with the same budget", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)
+    plt.close(fig)
