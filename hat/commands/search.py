@@ -3,9 +3,12 @@
     hat search --checkpoint SUPER.pt --device cpu-2core --latency-constraint 60 \
         --data data/debian.de-en --out search/subnet.yml
 
-Writes the best subnet (our YAML and HAT's `.hat.yml`), a per-generation log CSV, the
-Pareto front of all evaluated candidates (CSV + PNG), TensorBoard scalars, and a state
-file that lets a killed search resume (`--no-resume` starts over). Under torchrun
+Writes the best subnet (our YAML, with the latency it was chosen by under `metadata:`, and HAT's
+`.hat.yml`), a per-generation log CSV, the Pareto front of all evaluated candidates (CSV + PNG),
+TensorBoard scalars, and a state file that lets a killed search resume (`--no-resume` starts
+over). The constraint holds the upper bound of the predictor's 90 % interval, not its point
+estimate (`--constraint-quantile`); `--verify N` times the N best candidates on this machine
+when it is the device, and writes what it measured to `.verify.csv`. Under torchrun
 (`torchrun --nproc_per_node 2 search.py ...`, gloo on CPU) every rank runs the same seeded
 search and scores a share of each generation; rank 0 writes the files.
 """
@@ -30,6 +33,7 @@ SEARCH_OPTIONS = {
     **dataclass_options(EvolutionSettings, skip=("feasibility_samples",)),
     **dataclass_options(LossSettings),
     "threads": Option(int, 0), "compute": Option(str, "auto"), "constraint_quantile": Option(float),
+    "verify": Option(int, 0), "verify_rounds": Option(int, 5),
 }
 
 
@@ -65,6 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_option(s, SEARCH_OPTIONS, "label_smoothing")
     s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     s.add_argument("--compute", help="where the loss scorer runs: auto (the rank's GPU if any; default), cpu, cuda[:N]")
+    v = p.add_argument_group("measured constraint (when the device is this machine)")
+    add_option(v, SEARCH_OPTIONS, "verify", "re-measure the N best feasible candidates at the end with the device's "
+               "full protocol and return the best whose measured median meets the constraint (0: off)")
+    add_option(v, SEARCH_OPTIONS, "verify_rounds", "interleaved rounds of --verify (A B C, A B C, ...)")
     o = p.add_argument_group("outputs")
     o.add_argument("--state", help="state file (default OUT_STEM.state.json)")
     o.add_argument("--no-resume", action="store_true", help="ignore an existing state file")
@@ -75,12 +83,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def out_paths(out: str | Path) -> dict[str, Path]:
-    """`dir/subnet.yml` -> `dir/subnet.hat.yml`, `.log.csv`, `.pareto.csv`, `.pareto.png`, `.state.json`, `.tb`."""
+    """`dir/subnet.yml` -> `dir/subnet.hat.yml`, `.log.csv`, `.pareto.csv`, `.pareto.png`, `.state.json`, `.tb`,
+    `.verify.csv`."""
     out = Path(out)
     stem = out.with_suffix("") if out.suffix in (".yml", ".yaml") else out
     s = str(stem)
     return {"out": out, "hat": Path(s + ".hat.yml"), "log": Path(s + ".log.csv"), "pareto_csv": Path(s + ".pareto.csv"),
-            "pareto_png": Path(s + ".pareto.png"), "state": Path(s + ".state.json"), "tb": Path(s + ".tb")}
+            "pareto_png": Path(s + ".pareto.png"), "state": Path(s + ".state.json"), "tb": Path(s + ".tb"),
+            "verify": Path(s + ".verify.csv")}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         raise HatError(f"--latency-constraint {args.latency_constraint:g}: must be positive")
     if args.constraint_quantile is not None and not 0 < args.constraint_quantile < 1:
         raise HatError(f"--constraint-quantile {args.constraint_quantile:g}: must be between 0 and 1 (e.g. 0.95)")
+    if args.verify < 0 or args.verify_rounds < 1:
+        raise HatError(f"--verify {args.verify} / --verify-rounds {args.verify_rounds}: need >= 0 and >= 1")
     if args.space is None and not args.checkpoint:
         raise HatError("--space is required without --checkpoint")
     if Path(args.out).is_dir():
@@ -135,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
                 raise HatError(f"--space {args.space}: super dims differ from the checkpoint's space {model.space.name}")
             model.space = space  # search a sub-space of the trained one (validate() uses it)
         predictor, pred_name = select_predictor(args.predictor, args.device, space)
+        target = _verify_target(args, predictor) if args.verify else None
         predictor, held = _held_against_constraint(predictor, pred_name, args.constraint_quantile)
         latency = Latency(predictor, pred_name)
         loss_settings = LossSettings(args.valid_subset, args.valid_sentences, args.max_tokens, args.label_smoothing)
@@ -163,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         wall = time.perf_counter() - t0
         if rank == 0:
             meta = _latency_metadata(result, latency, args, held)
+            if target is not None:
+                result, meta = _verify(result, latency, space, target, args, held, meta, paths)
             _write_outputs(result, space, paths, args, scorer.name, latency, meta)
             _print_summary(result, paths, args, wall, scorer, space, meta)
     finally:
@@ -182,6 +197,51 @@ def _held_against_constraint(predictor, name: str, quantile: float | None):
     if quantile is not None:
         raise HatError(f"--constraint-quantile: predictor {name} has no calibrated interval (use a fitted predictor)")
     return predictor, f"the point estimate of {name} (it has no interval)"
+
+
+def _verify_target(args: argparse.Namespace, predictor):
+    """The device `--verify` times: --device, else the device the predictor file was fit for."""
+    name = args.device or getattr(predictor, "device", "")
+    if not name:
+        raise HatError(f"--verify {args.verify}: needs the target device (--device NAME, or a predictor fit with "
+                       "`hat fit-predictor --device NAME`)")
+    return resolve_device(name)
+
+
+def _verify(result, latency, space, target, args: argparse.Namespace, held: str, meta: dict, paths: dict):
+    """Time the --verify best feasible candidates here; (result with the best that meets the
+    constraint when measured, its metadata). A device elsewhere keeps the predicted guarantee."""
+    import dataclasses
+
+    from hat.latency.verify import Candidate, measure_function, runs_here, this_machine, verify, write_verify_csv
+
+    ok, why = runs_here(target)
+    if not ok:
+        print(f"--verify: device {target.name} cannot be timed on this machine ({why}); the guarantee is the "
+              f"predictor's: {meta['guarantee']}")
+        return result, {**meta, "verify": f"not measured: device {target.name} is not this machine ({why})"}
+    feas = sorted((e for e in result.evaluated if e.latency <= result.constraint), key=lambda e: (e.score, e.latency))
+    cands = [Candidate(e.cfg, e.score, *latency.interval(e.cfg)) for e in feas[:args.verify]]
+    measure, protocol = measure_function(target, space)
+    print(f"--verify: timing the {len(cands)} best feasible candidates on this machine ({target.name}'s protocol, "
+          f"{args.verify_rounds} interleaved rounds)", flush=True)
+    chosen = verify(cands, result.constraint, measure, args.verify_rounds, log=lambda s: print(f"  {s}", flush=True))
+    write_verify_csv(paths["verify"], cands, chosen, result.constraint)
+    if chosen is None:
+        medians = ", ".join(f"{c.measured.median:.4g}" for c in cands)
+        raise HatError(f"--verify {args.verify}: none of the {len(cands)} best candidates measured within "
+                       f"{result.constraint:g} ms (medians {medians} ms; {paths['verify']}); raise --verify or "
+                       "--constraint-quantile, or relax the constraint")
+    result = dataclasses.replace(result, best=chosen.cfg, best_score=chosen.score, best_latency=latency(chosen.cfg))
+    meta = _latency_metadata(result, latency, args, held)
+    m = chosen.measured
+    meta["measured"] = {"median_ms": round(m.median, 4), "low_ms": round(m.low, 4), "high_ms": round(m.high, 4),
+                        "rounds_ms": [round(v, 4) for v in m.rounds], "candidate_rank": cands.index(chosen) + 1,
+                        "candidates_measured": len(cands), "machine": this_machine(), "protocol": protocol,
+                        "log": str(paths["verify"])}
+    meta["guarantee"] = (f"measured on this machine: median {m.median:.4g} ms (range {m.low:.4g}-{m.high:.4g}) of "
+                         f"{len(m.rounds)} interleaved rounds <= {result.constraint:g} ms")
+    return result, meta
 
 
 def _latency_metadata(result, latency, args: argparse.Namespace, held: str) -> dict:
@@ -250,6 +310,7 @@ def _print_summary(result, paths, args, wall: float, scorer, space, meta: dict) 
     rate = scorer.calls / scorer.seconds if scorer.seconds > 0 else float("nan")
     print(f"evaluations {result.evaluations} ({len(result.evaluated)} unique), {len(result.front)} on the Pareto front; "
           f"{wall:.1f} s this run, {result.elapsed:.1f} s total; scorer {rate:.1f} configs/s")
-    print("wrote " + ", ".join(str(paths[k]) for k in ("out", "hat", "log", "pareto_csv", "pareto_png")))
+    wrote = ("out", "hat", "log", "pareto_csv", "pareto_png") + (("verify",) if "measured" in meta else ())
+    print("wrote " + ", ".join(str(paths[k]) for k in wrote))
     print(json.dumps({"best_score": result.best_score, "best_latency_ms": result.best_latency,
                       "evaluations": result.evaluations, "elapsed_s": round(result.elapsed, 2)}))
