@@ -6,6 +6,7 @@ the 10% test split is reported; with --test the model is fit on all of --data. T
 go to stdout and P.metrics.json, a predicted-vs-measured scatter to P.scatter.png, and per-row
 predictions with the interval (test-row order) to --predictions-out. `--transfer-from SRC.pt`
 adapts a predictor fit on another device to the rows of --data (a few dozen are enough).
+`--drift-correct` rescales each row by the drift reference `hat measure` recorded with it.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from hat.errors import ConfigError, DataError
 from hat.files import atomic_open, atomic_write_text, save_figure
-from hat.latency.dataset import LatencyData, check_rows_in_space, read_latency_csv
+from hat.latency.dataset import LatencyData, check_rows_in_space, correct_drift, read_latency_csv
 from hat.latency.devices import resolve_device
 from hat.latency.estimate import context_for
 from hat.latency.predictors import (DEFAULT_LEVEL, MODELS, Context, Predictor, check_transfer_source, fit, load_predictor,
@@ -37,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "hat-mlp (HAT's recipe), analytic (MACs/bytes/ops prior, ~10 rows), cost-mlp (cost x MLP residual)")
     p.add_argument("--transfer-from", metavar="SRC.pt",
                    help="adapt this predictor (fit on another device) to --data instead of fitting from scratch")
+    p.add_argument("--drift-correct", action="store_true",
+                   help="divide out machine drift: scale each row by median(reference_ms) / its reference_ms "
+                        "(needs a CSV from `hat measure --reference-every K`)")
     p.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="prediction-interval level (default 0.9)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--space", help="design space of the configs (default: the CSV's .meta.json); needed for "
@@ -104,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     source = _transfer_source(args)
     data = read_latency_csv(args.data)
     test = read_latency_csv(args.test) if args.test else None
+    if args.drift_correct:
+        data, test = correct_drift(data), None if test is None else correct_drift(test)
     space = _space_for(args, data)
     for d in (data, test):
         if d is not None and space is not None:
@@ -139,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     m.update({"model": pred.name, "feature_set": pred.feature_set, "level": args.level,
               "train_rows": pred.state["calib_rows"] if pred.name == "analytic" else len(train), "data": args.data,
               "test": args.test or f"{args.data} (80/10/10 split, seed {args.seed})",
-              "transfer_from": args.transfer_from, "interval_calibration": f"{pred.interval['method']}, "
+              "transfer_from": args.transfer_from, "drift_corrected": args.drift_correct,
+              "interval_calibration": f"{pred.interval['method']}, "
               f"{len(pred.interval['ratios'])} out-of-sample ratios"})
     stem = out.with_suffix("") if out.suffix else out
     scatter_png(Path(f"{stem}.scatter.png"), test.latency_ms, p,

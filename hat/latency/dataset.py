@@ -24,7 +24,11 @@ from hat.space import HAT_FEATURE_NAMES, DesignSpace, SubConfig, ende_attn_count
 log = logging.getLogger(__name__)
 LATENCY_COLUMNS = ("latency_mean_encoder", "latency_mean_decoder", "latency_std_encoder", "latency_std_decoder")
 HAT_COLUMNS = HAT_FEATURE_NAMES + LATENCY_COLUMNS
-OUR_COLUMNS = HAT_COLUMNS + ("config", "params", "macs", "peak_memory_bytes")
+OLD_COLUMNS = HAT_COLUMNS + ("config", "params", "macs", "peak_memory_bytes")  # before drift references
+# latency_std_ms: std of encoder + decoder over the timed runs; reference_ms: the reference config's
+# latency, re-timed every K rows (`hat measure --reference-every`), as measured last before this row
+DRIFT_COLUMNS = ("latency_std_ms", "reference_ms")
+OUR_COLUMNS = OLD_COLUMNS + DRIFT_COLUMNS
 
 
 def meta_path(csv_path: str | Path) -> Path:
@@ -43,6 +47,7 @@ class LatencyData:
     latency_decoder: np.ndarray
     configs: list[SubConfig] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    reference_ms: np.ndarray | None = None  # (N,) drift reference per row (NaN: none); None: no such column
 
     @property
     def latency_ms(self) -> np.ndarray:
@@ -57,6 +62,7 @@ class LatencyData:
         return LatencyData(
             self.path, self.hat_features[idx], self.latency_encoder[idx], self.latency_decoder[idx],
             None if self.configs is None else [self.configs[i] for i in idx], self.meta,
+            None if self.reference_ms is None else self.reference_ms[idx],
         )
 
 
@@ -96,7 +102,7 @@ def read_latency_csv(path: str | Path) -> LatencyData:
         raise DataError(f"{path}: not a latency CSV, missing column(s) {', '.join(missing)}")
     col = {c: header.index(c) for c in header}
     has_cfg = "config" in col
-    feats, enc, dec, cfgs = [], [], [], []
+    feats, enc, dec, cfgs, refs = [], [], [], [], []
     for k, ((lineno, _), row) in enumerate(zip(numbered[1:], rows[1:]), start=1):
         where = f"{path}: row {k} (line {lineno})"
         if not row or all(not x.strip() for x in row):
@@ -115,6 +121,11 @@ def read_latency_csv(path: str | Path) -> LatencyData:
                 raise DataError(f"{where}: column {c} is {v:g} ({why})")
         enc.append(lat["latency_mean_encoder"])
         dec.append(lat["latency_mean_decoder"])
+        if "reference_ms" in col:  # empty: measured without references
+            text = row[col["reference_ms"]].strip()
+            refs.append(_float(where, "reference_ms", text) if text else float("nan"))
+            if refs[-1] <= 0:
+                raise DataError(f"{where}: column reference_ms is {refs[-1]:g} (latencies must be positive)")
         if has_cfg:
             try:
                 cfgs.append(SubConfig.from_dict(json.loads(row[col["config"]]), source=where))
@@ -135,7 +146,23 @@ def read_latency_csv(path: str | Path) -> LatencyData:
     if bad:
         raise DataError(f"{mp}: protocol {bad[0]} must be a positive integer")
     return LatencyData(str(path), np.array(feats, dtype=np.float64), np.array(enc), np.array(dec),
-                       cfgs if has_cfg else None, meta)
+                       cfgs if has_cfg else None, meta, np.array(refs) if "reference_ms" in col else None)
+
+
+def correct_drift(data: LatencyData) -> LatencyData:
+    """Rows rescaled to the machine's typical speed: a row measured while the reference config
+    took r ms is multiplied by median(r) / r (drift on a shared machine is mostly a common factor:
+    other jobs slow every model alike). Needs the reference_ms column of `hat measure`."""
+    ref = data.reference_ms
+    if ref is None or np.isnan(ref).all():
+        raise DataError(f"{data.path}: no drift reference (column reference_ms); measure with "
+                        "`hat measure --reference-every K` to correct for drift")
+    if np.isnan(ref).any():
+        k = int(np.flatnonzero(np.isnan(ref))[0]) + 1
+        raise DataError(f"{data.path}: row {k} has no reference_ms (measured with --reference-every 0?)")
+    scale = float(np.median(ref)) / ref
+    return LatencyData(data.path, data.hat_features, data.latency_encoder * scale, data.latency_decoder * scale,
+                       data.configs, {**data.meta, "drift_corrected": True}, ref)
 
 
 def check_rows_in_space(data: LatencyData, space: DesignSpace) -> None:
@@ -196,6 +223,9 @@ class LatencyWriter:
         header = ",".join(OUR_COLUMNS).encode()
         first = data.split(b"\n", 1)[0].rstrip(b"\r")
         ours = first == header or (b"\n" not in data and header.startswith(data))  # or a header cut short
+        if data and first == ",".join(OLD_COLUMNS).encode():
+            raise DataError(f"{self.path}: written by an older `hat measure` (no {', '.join(DRIFT_COLUMNS)} columns), "
+                            "so rows cannot be appended to it; use another --out")
         if data and not ours:
             raise DataError(f"{self.path}: exists and is not a latency CSV written by `hat measure` (its first line "
                             "is not our header), so it is left as it is; use another --out")
@@ -225,10 +255,11 @@ class LatencyWriter:
         return keys
 
     def write(self, cfg: SubConfig, hat_feats: dict[str, float], lat: dict[str, float], params: int, macs: int,
-              peak_memory_bytes: int) -> None:
+              peak_memory_bytes: int, reference_ms: float | None = None) -> None:
         row = [f"{hat_feats[c]:g}" for c in HAT_FEATURE_NAMES]
         row += [f"{lat[c]:.4f}" for c in LATENCY_COLUMNS]
         row += [json.dumps(cfg.to_dict(), separators=(",", ":")), params, macs, peak_memory_bytes]
+        row += ["" if v is None else f"{v:.4f}" for v in (lat.get("latency_std_ms"), reference_ms)]
         self._w.writerow(row)
         self._f.flush()
         os.fsync(self._f.fileno())
