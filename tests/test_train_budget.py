@@ -31,6 +31,17 @@ def test_lr_decay_follows_the_budget_share():
     assert cos.lr_at(5, progress=0.9) == pytest.approx(cos.lr_at(5))  # warm-up counts updates
 
 
+def test_wsd_holds_the_rate_then_decays_linearly_in_the_last_share():
+    wsd = LRSchedule("wsd", 1e-3, warmup_updates=10, warmup_init_lr=1e-7, min_lr=1e-5, max_updates=1010,
+                     decay_fraction=0.2)
+    assert wsd.lr_at(5) == pytest.approx((1e-7 + 1e-3) / 2)  # warm-up as before
+    assert [wsd.lr_at(u) for u in (10, 500, 810)] == pytest.approx([1e-3] * 3)  # stable
+    assert wsd.lr_at(910) == pytest.approx((1e-3 + 1e-5) / 2)  # half-way down the last 20 %
+    assert wsd.lr_at(1010) == pytest.approx(1e-5)
+    assert wsd.lr_at(20, progress=0.9) == pytest.approx(wsd.lr_at(909))  # 0.9 of the budget = update 909 of 1010
+    assert LRSchedule("cosine", 1e-3, 10, 1e-7, 1e-5, 1010).lr_at(500) < 1e-3  # cosine would have decayed
+
+
 def test_budget_stops_anneals_and_survives_a_resume(work, tmp_path, monkeypatch):
     import hat.train.trainer as T
 

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     # optimisation
     "lr": 1e-3,
     "lr_scheduler": "cosine",
+    "decay_fraction": 0.2,  # wsd: the share of the run (updates or budget) spent decaying the LR
     "warmup_updates": 100,
     "warmup_init_lr": 1e-7,
     "min_lr": 1e-7,
@@ -163,7 +164,7 @@ CHECKS: dict[str, Check] = {
     "weight_decay": _number(0), "clip_norm": _number(0), "label_smoothing": _PROB, "adam_betas": _betas,
     "dropout": _PROB, "attention_dropout": _PROB, "activation_dropout": _PROB,
     "keep_interval_checkpoints": _number(-1, integer=True),
-    "lr_scheduler": _choice("cosine", "inverse_sqrt", "fixed"),
+    "lr_scheduler": _choice("cosine", "wsd", "inverse_sqrt", "fixed"), "decay_fraction": _number(0, 1, open_lo=True),
     "amp": _choice("auto", "fp32", "bf16", "fp16"), "compute": _choice("auto", "cpu", "cuda"),
     "sampling.policy": _choice("uniform", "sandwich", "fixed"),
     "sampling.sandwich_k": _number(0, integer=True), "sampling.distill_alpha": _number(0, 1),

@@ -12,7 +12,7 @@ import torch
 
 from hat.errors import ConfigError
 
-SCHEDULES = ("cosine", "inverse_sqrt", "fixed")
+SCHEDULES = ("cosine", "wsd", "inverse_sqrt", "fixed")
 
 
 def build_optimizer(
@@ -25,17 +25,21 @@ def build_optimizer(
 class LRSchedule:
     """Linear warm-up from `warmup_init_lr` to `lr`, then
     cosine: half a cosine down to `min_lr` at `max_updates` (HAT WMT: 1e-7 -> 1e-3, 10k warm-up);
+    wsd (warm-up, stable, decay): `lr` until the last `decay_fraction` of the run, then linearly down
+    to `min_lr` -- on a short budget far from convergence, cosine spends most updates at a rate
+    too low to learn fast (see benchmarks/RESULTS.md, 2c);
     inverse_sqrt: lr * sqrt(warmup/update) (HAT IWSLT); fixed: constant."""
 
     def __init__(
-        self, kind: str, lr: float, warmup_updates: int, warmup_init_lr: float, min_lr: float, max_updates: int
+        self, kind: str, lr: float, warmup_updates: int, warmup_init_lr: float, min_lr: float, max_updates: int,
+        decay_fraction: float = 0.2,
     ) -> None:
         if kind not in SCHEDULES:
             raise ConfigError(f"lr_scheduler={kind!r}: expected one of {', '.join(SCHEDULES)}")
         if lr <= 0 or warmup_updates < 0 or max_updates <= 0:
             raise ConfigError(f"lr schedule needs lr > 0, warmup_updates >= 0, max_updates > 0 (got {lr}, {warmup_updates}, {max_updates})")
         self.kind, self.lr, self.warmup, self.init_lr = kind, lr, warmup_updates, warmup_init_lr
-        self.min_lr, self.max_updates = min_lr, max_updates
+        self.min_lr, self.max_updates, self.decay_fraction = min_lr, max_updates, decay_fraction
 
     def lr_at(self, update: int, progress: float = 0.0) -> float:
         """Learning rate used by the `update`-th optimizer step (1-based; 0 gives warmup_init_lr).
@@ -52,6 +56,9 @@ class LRSchedule:
         period = max(self.max_updates - self.warmup, 1)
         virtual = max(update, progress * self.max_updates)
         t = min(max(virtual - self.warmup, 0), period) / period
+        if self.kind == "wsd":
+            f = self.decay_fraction
+            return self.lr if t < 1 - f else self.min_lr + (self.lr - self.min_lr) * (1 - t) / max(f, 1e-12)
         return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * t))
 
     def step(self, optimizer: torch.optim.Optimizer, update: int, progress: float = 0.0) -> float:
@@ -62,4 +69,4 @@ class LRSchedule:
 
     def state_dict(self) -> dict:
         return {"kind": self.kind, "lr": self.lr, "warmup_updates": self.warmup, "warmup_init_lr": self.init_lr,
-                "min_lr": self.min_lr, "max_updates": self.max_updates}
+                "min_lr": self.min_lr, "max_updates": self.max_updates, "decay_fraction": self.decay_fraction}

@@ -71,7 +71,8 @@ class Trainer:
         s = cfg.sampling
         self.sampler = Sampler(self.space, s.policy, cfg.seed, s.sandwich_k, subnet)
         self.optimizer = build_optimizer(self.params, cfg.lr, tuple(cfg.adam_betas), cfg.adam_eps, cfg.weight_decay)
-        self.schedule = LRSchedule(cfg.lr_scheduler, cfg.lr, cfg.warmup_updates, cfg.warmup_init_lr, cfg.min_lr, cfg.max_updates)
+        self.schedule = LRSchedule(cfg.lr_scheduler, cfg.lr, cfg.warmup_updates, cfg.warmup_init_lr, cfg.min_lr,
+                                   cfg.max_updates, cfg.decay_fraction)
 
         self.save_dir = Path(cfg.save_dir)
         self.update, self.epoch, self.batch_index = 0, 1, 0
