@@ -29,6 +29,7 @@ import hat.files
 from hat.cli import main
 from hat.errors import CheckpointError
 from hat.latency.dataset import OUR_COLUMNS, LatencyWriter, meta_path
+from hat.latency.predictors import FORMAT as PREDICTOR_FORMAT
 from hat.model.checkpoint import load_checkpoint
 from hat.space import hat_raw_features, load_space, macs, num_params, save_subconfig
 from test_train import SPACE as MICRO
@@ -448,8 +449,9 @@ def test_truncated_and_foreign_files(env, tmp_path, capsys):
     refused(capsys, "not a latency predictor", "search", "--scorer", "params", "--space", "tiny", "--predictor",
             env.model, "--latency-constraint", "50", "--out", tmp_path / "s.yml")
     bad_pred = tmp_path / "bad.pt"
-    hat.files.save_torch({"format": "hat-latency-predictor/1", "model": "analytic", "feature_set": "hat10",
-                          "context": "wide", "lat_norm": 1.0, "device": "", "space": None, "state": {}}, bad_pred)
+    hat.files.save_torch({"format": PREDICTOR_FORMAT, "model": "analytic", "feature_set": "hat10", "context": "wide",
+                          "lat_norm": 1.0, "device": "", "space": None, "state": {}, "interval": {}, "options": {}},
+                         bad_pred)
     refused(capsys, "field context is a str", "search", "--scorer", "params", "--space", "tiny", "--predictor",
             bad_pred, "--latency-constraint", "50", "--out", tmp_path / "s.yml")
 
@@ -594,16 +596,16 @@ def _wider(cell: str) -> str:
 
 
 @pytest.mark.parametrize("edit, needle", [
-    (lambda rows: rows[1].__setitem__(10, "nan"), "is not finite"),
+    (lambda rows: rows[1].__setitem__(10, "nan"), "column latency_mean_encoder is NaN"),
     (lambda rows: rows[1].__setitem__(14, "{not json"), "column config is not JSON"),
     (lambda rows: rows[1].__setitem__(14, "[1, 2]"), "expected a mapping of SubConfig keys"),
     (lambda rows: rows[1].__setitem__(14, "[" * 100_000), "column config is not JSON"),
     (lambda rows: rows.insert(2, rows[1][:5]), "truncated row"),
-    (lambda rows: rows[1].__setitem__(10, "0") or rows[1].__setitem__(11, "0"), ":2: latency 0 + 0 ms is not"),
-    (lambda rows: rows[2].__setitem__(11, "-3.5"), ":3: latency"),
+    (lambda rows: rows[1].__setitem__(10, "0") or rows[1].__setitem__(11, "0"), "row 1 (line 2): column latency_mean_encoder is 0 (latencies must be positive)"),
+    (lambda rows: rows[2].__setitem__(11, "-3.5"), "row 2 (line 3): column latency_mean_decoder is -3.5"),
     (lambda rows: [r.append(r[11]) for r in rows], "latency_mean_decoder appear more than once"),  # a 2nd column
-    (lambda rows: rows[1].__setitem__(14, _wider(rows[1][14])), "row 2 config is wider than space tiny "
-                                                                "(encoder_ffn_embed_dim=4096)"),
+    (lambda rows: rows[1].__setitem__(14, _wider(rows[1][14])), "row 1: encoder_ffn_embed_dim[0]=4096 is not in "
+                                                                "space tiny"),
 ], ids=["nan-latency", "config-not-json", "config-not-a-mapping", "config-nested-too-deep", "short-row",
         "zero-latency", "negative-latency", "duplicated-header", "config-wider-than-space"])
 def test_fit_predictor_bad_rows(env, tmp_path, capsys, edit, needle):

@@ -68,7 +68,7 @@ def test_default_beats_on_synthetic_and_roundtrip(tmp_path):
     data, space = _synthetic(260)
     train, test = data.subset(range(200)), data.subset(range(200, 260))
     ctx = Context(vocab_size=8000, qkv_dim=space.qkv_dim)
-    p = fit(train, "default", space, ctx, 100.0, "cpu-2core", seed=0, ensemble=1)  # 1 member: fast
+    p = fit(train, "default", space, ctx, 100.0, "cpu-2core", seed=0)
     m = metrics(test.latency_ms, p.predict(test.configs))
     assert m["mape_pct"] < 5 and m["kendall_tau"] > 0.8
     p.save(tmp_path / "p.pt")
@@ -79,7 +79,7 @@ def test_default_beats_on_synthetic_and_roundtrip(tmp_path):
         load_predictor(tmp_path / "p.pt", load_space("wmt14.en-de"))
     # HAT's MLP, trained long enough to be a real competitor (its recipe is 5000 steps): it must
     # have learned the data (far better than predicting the mean) and still lose on every metric
-    h = fit(train, "hat-mlp", space, ctx, 100.0, seed=0, hat_steps=1000)
+    h = fit(train, "hat-mlp", space, ctx, 100.0, seed=0, steps=1000)
     assert h.feature_set == "hat10"
     mh = metrics(test.latency_ms, h.predict(test.configs))
     mean = metrics(test.latency_ms, np.full(len(test), train.latency_ms.mean()))

@@ -222,7 +222,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
                                    "--population", str(b.search_population), "--parents", str(b.search_parents),
                                    "--mutations", str(b.search_children), "--crossovers", str(b.search_children),
                                    "--iterations", str(b.search_iterations),
-                                   "--valid-sentences", str(b.valid_sentences), "--no-progress"])
+                                   "--valid-sentences", str(b.valid_sentences), "--no-progress",
+                                   "--device", device, "--verify", "3", "--verify-rounds", str(b.rounds)])  # measured <= constraint
         entries.append(Entry(f"searched @ {c:g} ms", "searched", subnet, out / "finetune" / f"search-{c:g}ms", c))
 
     base_dir = out / "baselines"

@@ -2,8 +2,11 @@
 
 Reads our CSV or HAT's as-is. Without --test the data is split 80/10/10 as HAT does (seeded) and
 the 10% test split is reported; with --test the model is fit on all of --data. Test metrics
-(RMSE ms, MAPE %, Kendall tau) go to stdout and P.metrics.json, a predicted-vs-measured scatter
-to P.scatter.png, and per-row predictions (test-row order) to --predictions-out.
+(RMSE ms, MAPE %, Kendall tau, share within +-10 %, the prediction interval's empirical coverage)
+go to stdout and P.metrics.json, a predicted-vs-measured scatter to P.scatter.png, and per-row
+predictions with the interval (test-row order) to --predictions-out. `--transfer-from SRC.pt`
+adapts a predictor fit on another device to the rows of --data (a few dozen are enough).
+`--drift-correct` rescales each row by the drift reference `hat measure` recorded with it.
 """
 from __future__ import annotations
 
@@ -16,10 +19,11 @@ import numpy as np
 
 from hat.errors import ConfigError, DataError
 from hat.files import atomic_open, atomic_write_text, save_figure
-from hat.latency.dataset import LatencyData, read_latency_csv
+from hat.latency.dataset import LatencyData, check_rows_in_space, correct_drift, read_latency_csv
 from hat.latency.devices import resolve_device
 from hat.latency.estimate import context_for
-from hat.latency.predictors import MODELS, Predictor, fit, metrics, split_indices
+from hat.latency.predictors import (DEFAULT_LEVEL, MODELS, Context, Predictor, check_transfer_source, fit, load_predictor,
+                                    metrics, model_class, split_indices, transfer)
 from hat.space import DesignSpace, load_space
 
 EXAMPLES = """examples:
@@ -34,10 +38,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="training latency CSV (ours or HAT's 14-column format)")
     p.add_argument("--test", help="held-out latency CSV (default: HAT's 80/10/10 split of --data)")
     p.add_argument("--out", required=True, help="predictor file to write (.pt)")
-    p.add_argument("--predictions-out", help="CSV of measured_ms,predicted_ms for the test rows, in order")
-    p.add_argument("--model", choices=MODELS, default="default",
-                   help="default (linear on analytic terms x MLP-ensemble residual), hat-mlp (HAT's recipe), "
-                        "analytic (MACs/bytes/ops scaled by least squares)")
+    p.add_argument("--predictions-out", help="CSV of measured_ms,predicted_ms,lower_ms,upper_ms for the test rows, in order")
+    p.add_argument("--model", choices=MODELS,
+                   help="default = cost (non-negative prices of analytic cost terms, least relative L1 error), "
+                        "hat-mlp (HAT's recipe), analytic (MACs/bytes/ops prior, ~10 rows), cost-mlp (cost x MLP residual)")
+    p.add_argument("--transfer-from", metavar="SRC.pt",
+                   help="adapt this predictor (fit on another device) to --data instead of fitting from scratch")
+    p.add_argument("--drift-correct", action="store_true",
+                   help="divide out machine drift: scale each row by median(reference_ms) / its reference_ms "
+                        "(needs a CSV from `hat measure --reference-every K`)")
+    p.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="prediction-interval level (default 0.9)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--space", help="design space of the configs (default: the CSV's .meta.json); needed for "
                    "per-layer features and for the space check at use time")
@@ -58,13 +68,6 @@ def _space_for(args: argparse.Namespace, data: LatencyData) -> DesignSpace | Non
         if args.space:
             raise
         return None
-    for i, c in enumerate(data.configs or []):  # a predictor extrapolating past its space is a guess
-        if c.encoder_layer_num > space.max_encoder_layers or c.decoder_layer_num > space.max_decoder_layers:
-            raise DataError(f"{data.path}: row {i + 2} config is deeper than space {space.name}")
-        top = {k: max(v) if isinstance(v, list) else v for k, v in c.to_dict().items() if k in space.choices}
-        wider = [f"{k}={v}" for k, v in top.items() if v > max(space.choices[k])]
-        if wider:
-            raise DataError(f"{data.path}: row {i + 2} config is wider than space {space.name} ({wider[0]})")
     return space
 
 
@@ -86,10 +89,39 @@ def scatter_png(path: Path, measured: np.ndarray, predicted: np.ndarray, title: 
     plt.close(fig)
 
 
+def _fit_or_transfer(args: argparse.Namespace, source: Predictor | None, train: LatencyData,
+                     space: DesignSpace | None, ctx: Context, lat_norm: float | None, device: str) -> Predictor:
+    if source is not None:
+        return transfer(source, train, ctx, lat_norm, device, args.seed, space)
+    model = args.model or "default"
+    options = {"calib_rows": args.calib_rows} if model_class(model).name == "analytic" else {}
+    return fit(train, model, space, ctx, lat_norm or 100.0, device, args.seed, **options)
+
+
+def _transfer_source(args: argparse.Namespace) -> Predictor | None:
+    if not args.transfer_from:
+        return None
+    source = load_predictor(args.transfer_from)
+    if args.model and model_class(args.model) is not type(source):
+        raise ConfigError(f"--model {args.model}: {args.transfer_from} is a {source.name} predictor and "
+                          "--transfer-from keeps its model (drop --model)")
+    return source
+
+
 def run(args: argparse.Namespace) -> int:
+    if not 0 < args.level < 1:
+        raise ConfigError(f"--level {args.level:g}: must be between 0 and 1 (e.g. 0.9)")
+    source = _transfer_source(args)
     data = read_latency_csv(args.data)
     test = read_latency_csv(args.test) if args.test else None
+    if args.drift_correct:
+        data, test = correct_drift(data), None if test is None else correct_drift(test)
     space = _space_for(args, data)
+    for d in (data, test):
+        if d is not None and space is not None:
+            check_rows_in_space(d, space)
+        if d is not None and source is not None:
+            check_transfer_source(source, d)
     dev_name = args.device or data.meta.get("device") or ""
     device = None
     if dev_name:
@@ -98,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError:
             if args.device:
                 raise
-    lat_norm = args.lat_norm or (device.lat_norm if device else 100.0)
+    lat_norm = args.lat_norm or (device.lat_norm if device else None)
     ctx = context_for(data, space)
     if test is None:
         tr, _va, te = split_indices(len(data), args.seed)
@@ -109,34 +141,45 @@ def run(args: argparse.Namespace) -> int:
         train = train.subset(range(min(args.train_rows, len(train))))
     if len(test) < 2:
         raise DataError(f"{args.test or args.data}: fewer than 2 test rows")
-    pred = fit(train, args.model, space, ctx, lat_norm, device.name if device else dev_name, args.seed,
-               calib_rows=args.calib_rows)
+    pred = _fit_or_transfer(args, source, train, space, ctx, lat_norm, device.name if device else dev_name)
     out = Path(args.out)
     pred.save(out)
     pred.source = str(out)
-    p = predict_rows(pred, test)
-    m = metrics(test.latency_ms, p)
-    m.update({"model": args.model, "feature_set": pred.feature_set, "train_rows": len(train), "data": args.data,
-              "test": args.test or f"{args.data} (80/10/10 split, seed {args.seed})"})
+    p, lo, hi = predict_rows(pred, test, args.level)
+    m = metrics(test.latency_ms, p, lo, hi)
+    used = f"{pred.state['calib_rows']} calibration rows" if pred.name == "analytic" else f"{len(train)} training rows"
+    m.update({"model": pred.name, "feature_set": pred.feature_set, "level": args.level,
+              "train_rows": pred.state["calib_rows"] if pred.name == "analytic" else len(train), "data": args.data,
+              "test": args.test or f"{args.data} (80/10/10 split, seed {args.seed})",
+              "transfer_from": args.transfer_from, "drift_corrected": args.drift_correct,
+              "interval_calibration": f"{pred.interval['method']}, "
+              f"{len(pred.interval['ratios'])} out-of-sample ratios"})
     stem = out.with_suffix("") if out.suffix else out
     scatter_png(Path(f"{stem}.scatter.png"), test.latency_ms, p,
-                f"{args.model}: RMSE {m['rmse_ms']:.2f} ms, MAPE {m['mape_pct']:.2f}%, tau {m['kendall_tau']:.3f}")
+                f"{pred.name}: RMSE {m['rmse_ms']:.2f} ms, MAPE {m['mape_pct']:.2f}%, tau {m['kendall_tau']:.3f}")
     if args.predictions_out:
-        with atomic_open(args.predictions_out, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["row", "measured_ms", "predicted_ms"])
-            for i, (a, b) in enumerate(zip(test.latency_ms, p)):
-                w.writerow([i, f"{a:.4f}", f"{b:.4f}"])
-    used = f"{pred.state['calib_rows']} calibration rows" if args.model == "analytic" else f"{len(train)} training rows"
-    m["train_rows"] = pred.state["calib_rows"] if args.model == "analytic" else len(train)
+        write_predictions(Path(args.predictions_out), test.latency_ms, p, lo, hi)
     atomic_write_text(f"{stem}.metrics.json", json.dumps(m, indent=1))
-    print(f"{args.model} ({pred.feature_set} features, {used}) -> {out}")
-    print(f"test ({len(test)} rows): RMSE {m['rmse_ms']:.3f} ms  MAPE {m['mape_pct']:.2f}%  Kendall tau {m['kendall_tau']:.3f}")
+    how = f"adapted from {args.transfer_from}, " if args.transfer_from else ""
+    print(f"{pred.name} ({how}{pred.feature_set} features, {used}) -> {out}")
+    print(f"test ({len(test)} rows): RMSE {m['rmse_ms']:.3f} ms  MAPE {m['mape_pct']:.2f}%  Kendall tau "
+          f"{m['kendall_tau']:.3f}  within 10% {m['within10_pct']:.1f}%")
+    print(f"{args.level:.0%} interval ({m['interval_calibration']}): coverage {m['coverage_pct']:.1f}% of test rows, "
+          f"mean width {m['interval_width_pct']:.1f}% of the prediction")
     return 0
 
 
-def predict_rows(pred: Predictor, data: LatencyData) -> np.ndarray:
-    """Predictions for CSV rows; falls back to HAT's averages when the test CSV has no configs."""
+def write_predictions(path: Path, measured: np.ndarray, *columns: np.ndarray) -> None:
+    """`row,measured_ms,predicted_ms,lower_ms,upper_ms`, one line per test row in order."""
+    with atomic_open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "measured_ms", "predicted_ms", "lower_ms", "upper_ms"])
+        for i, row in enumerate(zip(measured, *columns)):
+            w.writerow([i, *(f"{v:.4f}" for v in row)])
+
+
+def predict_rows(pred: Predictor, data: LatencyData, level: float = DEFAULT_LEVEL) -> tuple[np.ndarray, ...]:
+    """(point, lower, upper) for CSV rows; HAT's averages when the test CSV has no configs."""
     if pred.feature_set == "full" and data.configs is None:
         raise DataError(f"{data.path}: has no config column, but the predictor uses per-layer features")
-    return pred.predict_data(data)
+    return pred.predict_data_interval(data, level)

@@ -4,6 +4,9 @@ HAT's protocol by default (see hat.latency.measure); every knob is a flag. Flags
 `--config` latency settings file (`hat/configs/latency/`), which overrides the device YAML's
 `protocol:`. Rows are appended and flushed as they are measured; rerunning the same
 command resumes, skipping configs already in the file (configs come from a seeded RNG).
+Every `--reference-every K` rows a fixed reference config (the space's smallest) is timed again;
+each row records the latest reference time (`reference_ms`), so `hat fit-predictor
+--drift-correct` can divide out the machine's drift, and its run-to-run spread (`latency_std_ms`).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from hat.space import DesignSpace, SubConfig, hat_raw_features, load_space, macs
 
 # option -> (type, default): the sampling knobs, then every Protocol field (None: the device's)
 OPTIONS = {"device": Option(str), "space": Option(str), "samples": Option(int), "seed": Option(int, 0),
-           **dataclass_options(Protocol, defaults=False)}
+           "reference_every": Option(int, 20), **dataclass_options(Protocol, defaults=False)}
 # Protocol fields with the defaults their help states (the vocabulary's depends on the space)
 PROTOCOL_SHOWN = {**dataclass_options(Protocol), "vocab_size": Option(int)}
 PROTOCOL_HELP = {
@@ -59,6 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, help="number of distinct configs the file should hold")
     p.add_argument("--out", required=True, help="CSV to append to (resumes if it exists)")
     add_option(p, OPTIONS, "seed", "config-sampling seed (same seed = same configs)")
+    add_option(p, OPTIONS, "reference_every", "re-time the reference config (the space's smallest) every K rows, for "
+               "drift correction (0: never)")
     choices = {"backend": BACKENDS.names(), "timer": TIMERS, "quantize": ["int8"]}
     for name in PROTOCOL_SHOWN:
         add_option(p, PROTOCOL_SHOWN, name, PROTOCOL_HELP[name], choices=choices.get(name))
@@ -95,12 +100,15 @@ def run(args: argparse.Namespace) -> int:
         why = (f"the space has {space.size()} distinct configs" if space.size() < MAX_SAMPLES else
                f"at most {MAX_SAMPLES} (HAT measured 2000 per device; a million at HAT's protocol is days)")
         raise ConfigError(f"--samples {args.samples}: must be >= 1 and {why}")
+    if args.reference_every < 0:
+        raise ConfigError(f"--reference-every {args.reference_every}: must be >= 0 (0: no drift reference)")
     protocol = Protocol.from_device(device, space, **{k: getattr(args, k) for k in Protocol.__dataclass_fields__})
     mp = meta_path(args.out)
     meta = {"device": device.name, "device_description": device.description, "space": space.name,
             "super": space.to_dict()["super"], "protocol": protocol.to_dict(), "seed": args.seed,
             "peak_memory_bytes": "CPU: peak RSS (VmHWM, reset per config) minus RSS before building the SubTransformer; "
-                                 "CUDA: max_memory_allocated minus allocated before"}
+                                 "CUDA: max_memory_allocated minus allocated before",
+            "reference": {"config": space.smallest().to_dict(), "every_rows": args.reference_every}}
     if mp.is_file():
         old = read_json(mp, "latency CSV metadata", ConfigError, hint=f" (delete it and {args.out} to start over)")
         if old.get("protocol") != protocol.to_dict() or old.get("space") != space.name:
@@ -120,10 +128,14 @@ def run(args: argparse.Namespace) -> int:
             from tqdm import tqdm  # noqa: PLC0415
 
             bar = tqdm(total=len(todo), unit="cfg", desc="measure", file=sys.stderr)
-        for cfg in todo:
+        ref_ms = None
+        for i, cfg in enumerate(todo):
+            if args.reference_every and i % args.reference_every == 0:
+                r = measurer.measure(space.smallest())
+                ref_ms = r["latency_mean_encoder"] + r["latency_mean_decoder"]
             lat = measurer.measure(cfg)
             m = macs(cfg, space, protocol.src_len, protocol.tgt_len, protocol.vocab_size, protocol.beam)
-            writer.write(cfg, hat_raw_features(cfg), lat, num_params(cfg, space), m, lat["peak_memory_bytes"])
+            writer.write(cfg, hat_raw_features(cfg), lat, num_params(cfg, space), m, lat["peak_memory_bytes"], ref_ms)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(ms=f"{lat['latency_mean_encoder'] + lat['latency_mean_decoder']:.1f}")

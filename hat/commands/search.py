@@ -3,9 +3,12 @@
     hat search --checkpoint SUPER.pt --device cpu-2core --latency-constraint 60 \
         --data data/debian.de-en --out search/subnet.yml
 
-Writes the best subnet (our YAML and HAT's `.hat.yml`), a per-generation log CSV, the
-Pareto front of all evaluated candidates (CSV + PNG), TensorBoard scalars, and a state
-file that lets a killed search resume (`--no-resume` starts over). Under torchrun
+Writes the best subnet (our YAML, with the latency it was chosen by under `metadata:`, and HAT's
+`.hat.yml`), a per-generation log CSV, the Pareto front of all evaluated candidates (CSV + PNG),
+TensorBoard scalars, and a state file that lets a killed search resume (`--no-resume` starts
+over). The constraint holds the upper bound of the predictor's 90 % interval, not its point
+estimate (`--constraint-quantile`); `--verify N` times the N best candidates on this machine
+when it is the device, and writes what it measured to `.verify.csv`. Under torchrun
 (`torchrun --nproc_per_node 2 search.py ...`, gloo on CPU) every rank runs the same seeded
 search and scores a share of each generation; rank 0 writes the files.
 """
@@ -29,7 +32,8 @@ SEARCH_OPTIONS = {
     "algorithm": Option(str, "evolution"), "scorer": Option(str, "loss"),
     **dataclass_options(EvolutionSettings, skip=("feasibility_samples",)),
     **dataclass_options(LossSettings),
-    "threads": Option(int, 0), "compute": Option(str, "auto"),
+    "threads": Option(int, 0), "compute": Option(str, "auto"), "constraint_quantile": Option(float),
+    "verify": Option(int, 0), "verify_rounds": Option(int, 5),
 }
 
 
@@ -66,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--predictor", help="latency predictor file (overrides the device's), or macs[:MS_PER_GMAC] "
                                        "for a device-free MACs proxy")
     g.add_argument("--latency-constraint", type=float, help="max predicted latency in ms (required except nsga2)")
+    add_option(g, SEARCH_OPTIONS, "constraint_quantile", "which prediction must meet the constraint: this quantile of "
+               "the device's latency by the predictor's calibrated interval (default: the 90%% interval's upper bound, "
+               "0.95; 0.5: the median)")
     g.add_argument("--data", help="data directory from `hat prepare` (needed by --scorer loss)")
     g.add_argument("--space", help="design space name or YAML (default: the checkpoint's)")
     g.add_argument("--out", required=True, help="best subnet YAML; siblings get .hat.yml, .log.csv, .pareto.csv/.png")
@@ -83,6 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_option(s, SEARCH_OPTIONS, "label_smoothing")
     s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     s.add_argument("--compute", help="where the loss scorer runs: auto (the rank's GPU if any; default), cpu, cuda[:N]")
+    v = p.add_argument_group("measured constraint (when the device is this machine)")
+    add_option(v, SEARCH_OPTIONS, "verify", "re-measure the N best feasible candidates at the end with the device's "
+               "full protocol and return the best whose measured median meets the constraint (0: off)")
+    add_option(v, SEARCH_OPTIONS, "verify_rounds", "interleaved rounds of --verify (A B C, A B C, ...)")
     o = p.add_argument_group("outputs")
     o.add_argument("--state", help="state file (default OUT_STEM.state.json)")
     o.add_argument("--no-resume", action="store_true", help="ignore an existing state file")
@@ -93,12 +104,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def out_paths(out: str | Path) -> dict[str, Path]:
-    """`dir/subnet.yml` -> `dir/subnet.hat.yml`, `.log.csv`, `.pareto.csv`, `.pareto.png`, `.state.json`, `.tb`."""
+    """`dir/subnet.yml` -> `dir/subnet.hat.yml`, `.log.csv`, `.pareto.csv`, `.pareto.png`, `.state.json`, `.tb`,
+    `.verify.csv`."""
     out = Path(out)
     stem = out.with_suffix("") if out.suffix in (".yml", ".yaml") else out
     s = str(stem)
     return {"out": out, "hat": Path(s + ".hat.yml"), "log": Path(s + ".log.csv"), "pareto_csv": Path(s + ".pareto.csv"),
-            "pareto_png": Path(s + ".pareto.png"), "state": Path(s + ".state.json"), "tb": Path(s + ".tb")}
+            "pareto_png": Path(s + ".pareto.png"), "state": Path(s + ".state.json"), "tb": Path(s + ".tb"),
+            "verify": Path(s + ".verify.csv")}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
         raise HatError("--latency-constraint MS is required (nsga2 may omit it for the unconstrained front)")
     if args.latency_constraint is not None and args.latency_constraint <= 0:
         raise HatError(f"--latency-constraint {args.latency_constraint:g}: must be positive")
+    if args.constraint_quantile is not None and not 0 < args.constraint_quantile < 1:
+        raise HatError(f"--constraint-quantile {args.constraint_quantile:g}: must be between 0 and 1 (e.g. 0.95)")
+    if args.verify < 0 or args.verify_rounds < 1:
+        raise HatError(f"--verify {args.verify} / --verify-rounds {args.verify_rounds}: need >= 0 and >= 1")
     if args.space is None and not args.checkpoint:
         raise HatError("--space is required without --checkpoint")
     if Path(args.out).is_dir():
@@ -151,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
                 raise HatError(f"--space {args.space}: super dims differ from the checkpoint's space {model.space.name}")
             model.space = space  # search a sub-space of the trained one (validate() uses it)
         predictor, pred_name = select_predictor(args.predictor, args.device, space)
+        target = _verify_target(args, predictor) if args.verify else None
+        predictor, held = _held_against_constraint(predictor, pred_name, args.constraint_quantile)
         latency = Latency(predictor, pred_name)
         loss_settings = LossSettings(args.valid_subset, args.valid_sentences, args.max_tokens, args.label_smoothing)
         scorer = scorer_cls.build(space, model, args.data, args.seed, loss_settings)
@@ -164,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
         # what the saved scores depend on, by content: a checkpoint, predictor or validation split
         # replaced at the same path must not resume with the old scores
         fp = {"checkpoint": file_digest(args.checkpoint) if args.checkpoint else None,
-              "predictor": pred_name, "predictor_file": _digest_of([getattr(predictor, "source", "")]),
+              "predictor": pred_name, "constraint_quantile": getattr(predictor, "quantile", None),
+              "predictor_file": _digest_of([getattr(predictor, "source", "")]),
               "data": _digest_of(sorted(Path(args.data).glob(f"{args.valid_subset}.*"))) if args.data else None,
               "valid_subset": args.valid_subset,
               "valid_sentences": args.valid_sentences, "max_tokens": args.max_tokens,
@@ -176,12 +196,85 @@ def run(args: argparse.Namespace) -> int:
         )
         wall = time.perf_counter() - t0
         if rank == 0:
-            _write_outputs(result, space, paths, args, scorer.name)
-            _print_summary(result, paths, args, wall, scorer, space)
+            meta = _latency_metadata(result, latency, args, held)
+            if target is not None:
+                result, meta = _verify(result, latency, space, target, args, held, meta, paths)
+            _write_outputs(result, space, paths, args, scorer.name, latency, meta)
+            _print_summary(result, paths, args, wall, scorer, space, meta)
     finally:
         if started_dist:
             torch.distributed.destroy_process_group()
     return 0
+
+
+def _held_against_constraint(predictor, name: str, quantile: float | None):
+    """(the predictor the search holds against the constraint, what that means in words): a quantile
+    of the calibrated interval when the predictor has one, else its point estimate."""
+    from hat.latency.estimate import ConstraintBound
+
+    if hasattr(predictor, "quantile_factor"):
+        bound = ConstraintBound(predictor, quantile)
+        return bound, bound.describe(name)
+    if quantile is not None:
+        raise HatError(f"--constraint-quantile: predictor {name} has no calibrated interval (use a fitted predictor)")
+    return predictor, f"the point estimate of {name} (it has no interval)"
+
+
+def _verify_target(args: argparse.Namespace, predictor):
+    """The device `--verify` times: --device, else the device the predictor file was fit for."""
+    name = args.device or getattr(predictor, "device", "")
+    if not name:
+        raise HatError(f"--verify {args.verify}: needs the target device (--device NAME, or a predictor fit with "
+                       "`hat fit-predictor --device NAME`)")
+    return resolve_device(name)
+
+
+def _verify(result, latency, space, target, args: argparse.Namespace, held: str, meta: dict, paths: dict):
+    """Time the --verify best feasible candidates here; (result with the best that meets the
+    constraint when measured, its metadata). A device elsewhere keeps the predicted guarantee."""
+    import dataclasses
+
+    from hat.latency.verify import Candidate, measure_function, runs_here, this_machine, verify, write_verify_csv
+
+    ok, why = runs_here(target)
+    if not ok:
+        print(f"--verify: device {target.name} cannot be timed on this machine ({why}); the guarantee is the "
+              f"predictor's: {meta['guarantee']}")
+        return result, {**meta, "verify": f"not measured: device {target.name} is not this machine ({why})"}
+    feas = sorted((e for e in result.evaluated if e.latency <= result.constraint), key=lambda e: (e.score, e.latency))
+    cands = [Candidate(e.cfg, e.score, *latency.interval(e.cfg)) for e in feas[:args.verify]]
+    measure, protocol = measure_function(target, space)
+    print(f"--verify: timing the {len(cands)} best feasible candidates on this machine ({target.name}'s protocol, "
+          f"{args.verify_rounds} interleaved rounds)", flush=True)
+    chosen = verify(cands, result.constraint, measure, args.verify_rounds, log=lambda s: print(f"  {s}", flush=True))
+    write_verify_csv(paths["verify"], cands, chosen, result.constraint)
+    if chosen is None:
+        medians = ", ".join(f"{c.measured.median:.4g}" for c in cands)
+        raise HatError(f"--verify {args.verify}: none of the {len(cands)} best candidates measured within "
+                       f"{result.constraint:g} ms (medians {medians} ms; {paths['verify']}); raise --verify or "
+                       "--constraint-quantile, or relax the constraint")
+    result = dataclasses.replace(result, best=chosen.cfg, best_score=chosen.score, best_latency=latency(chosen.cfg))
+    meta = _latency_metadata(result, latency, args, held)
+    m = chosen.measured
+    meta["measured"] = {"median_ms": round(m.median, 4), "low_ms": round(m.low, 4), "high_ms": round(m.high, 4),
+                        "rounds_ms": [round(v, 4) for v in m.rounds], "candidate_rank": cands.index(chosen) + 1,
+                        "candidates_measured": len(cands), "machine": this_machine(), "protocol": protocol,
+                        "log": str(paths["verify"])}
+    meta["guarantee"] = (f"measured on this machine: median {m.median:.4g} ms (range {m.low:.4g}-{m.high:.4g}) of "
+                         f"{len(m.rounds)} interleaved rounds <= {result.constraint:g} ms")
+    return result, meta
+
+
+def _latency_metadata(result, latency, args: argparse.Namespace, held: str) -> dict:
+    """What the output YAML says about the chosen subnet's latency, and which guarantee applies."""
+    p, lo, hi = latency.interval(result.best)
+    meta = {"device": str(args.device or latency.name), "predictor": latency.name,
+            "constraint_ms": result.constraint, "held_against_constraint": held,
+            "bound_ms": round(result.best_latency, 4), "predicted_ms": round(p, 4)}
+    if lo is not None:
+        meta.update(interval_level=latency.predictor.level, lower_ms=round(lo, 4), upper_ms=round(hi, 4))
+    meta["guarantee"] = f"predicted: {held} <= {result.constraint:g} ms"
+    return meta
 
 
 def _digest_of(paths: list) -> str | None:
@@ -202,18 +295,20 @@ def _maybe_init_distributed() -> bool:
     return True
 
 
-def _write_outputs(result, space, paths: dict[str, Path], args: argparse.Namespace, score_name: str) -> None:
+def _write_outputs(result, space, paths: dict[str, Path], args: argparse.Namespace, score_name: str, latency,
+                   meta: dict) -> None:
     from hat.search.pareto import non_dominated, plot_front, write_front_csv
     from hat.space import save_subconfig
 
-    save_subconfig(result.best, paths["out"])
+    save_subconfig(result.best, paths["out"], metadata={"latency": meta})
     save_subconfig(result.best, paths["hat"], hat_format=True, space=space)
     ev = result.evaluated
     feas = [i for i, e in enumerate(ev) if e.latency <= result.constraint]
     lats = [ev[i].latency for i in feas]
     scores = [ev[i].score for i in feas]
     front = non_dominated(list(zip(lats, scores)))
-    write_front_csv(paths["pareto_csv"], [ev[i].cfg for i in feas], lats, scores, front)
+    write_front_csv(paths["pareto_csv"], [ev[i].cfg for i in feas], lats, scores, front,
+                    [latency.interval(ev[i].cfg) for i in feas])
     best = next((i for i, e in enumerate(ev) if e.cfg == result.best), None)
     try:
         plot_front(paths["pareto_png"], [e.latency for e in ev], [e.score for e in ev], [feas[i] for i in front],
@@ -223,16 +318,20 @@ def _write_outputs(result, space, paths: dict[str, Path], args: argparse.Namespa
         print(f"warning: could not plot the Pareto front ({type(e).__name__}: {e})")
 
 
-def _print_summary(result, paths, args, wall: float, scorer, space) -> None:
+def _print_summary(result, paths, args, wall: float, scorer, space, meta: dict) -> None:
     from hat.space import describe, num_params
 
+    interval = f", {meta['interval_level']:.0%} interval {meta['lower_ms']:.4g}-{meta['upper_ms']:.4g} ms" \
+        if "lower_ms" in meta else ""
     print(f"best ({args.algorithm}, {scorer.name} scorer): score {result.best_score:.6g}, predicted latency "
-          f"{result.best_latency:.4g} ms (constraint {result.constraint:g} ms)")
+          f"{meta['predicted_ms']:.4g} ms{interval} (constraint {result.constraint:g} ms)")
+    print(f"  guarantee: {meta['guarantee']}")
     print(f"  {describe(result.best)}")
     print(f"  {num_params(result.best, space) / 1e6:.2f} M params")
     rate = scorer.calls / scorer.seconds if scorer.seconds > 0 else float("nan")
     print(f"evaluations {result.evaluations} ({len(result.evaluated)} unique), {len(result.front)} on the Pareto front; "
           f"{wall:.1f} s this run, {result.elapsed:.1f} s total; scorer {rate:.1f} configs/s")
-    print("wrote " + ", ".join(str(paths[k]) for k in ("out", "hat", "log", "pareto_csv", "pareto_png")))
+    wrote = ("out", "hat", "log", "pareto_csv", "pareto_png") + (("verify",) if "measured" in meta else ())
+    print("wrote " + ", ".join(str(paths[k]) for k in wrote))
     print(json.dumps({"best_score": result.best_score, "best_latency_ms": result.best_latency,
                       "evaluations": result.evaluations, "elapsed_s": round(result.elapsed, 2)}))

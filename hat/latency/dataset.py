@@ -19,12 +19,16 @@ import numpy as np
 
 from hat.errors import ConfigError, DataError
 from hat.files import check_fields, read_json
-from hat.space import HAT_FEATURE_NAMES, SubConfig
+from hat.space import HAT_FEATURE_NAMES, DesignSpace, SubConfig, ende_attn_count
 
 log = logging.getLogger(__name__)
 LATENCY_COLUMNS = ("latency_mean_encoder", "latency_mean_decoder", "latency_std_encoder", "latency_std_decoder")
 HAT_COLUMNS = HAT_FEATURE_NAMES + LATENCY_COLUMNS
-OUR_COLUMNS = HAT_COLUMNS + ("config", "params", "macs", "peak_memory_bytes")
+OLD_COLUMNS = HAT_COLUMNS + ("config", "params", "macs", "peak_memory_bytes")  # before drift references
+# latency_std_ms: std of encoder + decoder over the timed runs; reference_ms: the reference config's
+# latency, re-timed every K rows (`hat measure --reference-every`), as measured last before this row
+DRIFT_COLUMNS = ("latency_std_ms", "reference_ms")
+OUR_COLUMNS = OLD_COLUMNS + DRIFT_COLUMNS
 
 
 def meta_path(csv_path: str | Path) -> Path:
@@ -43,6 +47,7 @@ class LatencyData:
     latency_decoder: np.ndarray
     configs: list[SubConfig] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    reference_ms: np.ndarray | None = None  # (N,) drift reference per row (NaN: none); None: no such column
 
     @property
     def latency_ms(self) -> np.ndarray:
@@ -57,22 +62,26 @@ class LatencyData:
         return LatencyData(
             self.path, self.hat_features[idx], self.latency_encoder[idx], self.latency_decoder[idx],
             None if self.configs is None else [self.configs[i] for i in idx], self.meta,
+            None if self.reference_ms is None else self.reference_ms[idx],
         )
 
 
-def _float(path: Path, lineno: int, col: str, text: str) -> float:
+def _float(where: str, col: str, text: str) -> float:
     try:
         v = float(text)
     except (TypeError, ValueError):
-        raise DataError(f"{path}:{lineno}: column {col} is not a number ({text!r})") from None
+        raise DataError(f"{where}: column {col} is not a number ({text!r})") from None
+    if np.isnan(v):
+        raise DataError(f"{where}: column {col} is NaN")
     if not np.isfinite(v):
-        raise DataError(f"{path}:{lineno}: column {col} is not finite ({text!r})")
+        raise DataError(f"{where}: column {col} is not finite ({text!r})")
     return v
 
 
 def read_latency_csv(path: str | Path) -> LatencyData:
-    """Read our CSV or HAT's as-is. Missing columns, short (truncated) or non-numeric rows and
-    empty files raise DataError naming the file (and line)."""
+    """Read our CSV or HAT's as-is. Missing columns, short (truncated), non-numeric or NaN rows,
+    latencies <= 0 (or a negative std), a repeated header line and empty files raise DataError
+    naming the file, the row (1 = first data row) and its line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -80,11 +89,11 @@ def read_latency_csv(path: str | Path) -> LatencyData:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: unreadable ({type(e).__name__})") from None
-    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
-    if not lines or not lines[0].strip():
+    numbered = [(i, ln) for i, ln in enumerate(text.splitlines(), start=1) if not ln.startswith("#")]
+    if not numbered or not numbered[0][1].strip():
         raise DataError(f"{path}: empty latency CSV (expected a header with {', '.join(HAT_COLUMNS[:2])}, ...)")
     try:
-        rows = list(csv.reader(lines))
+        rows = list(csv.reader([ln for _, ln in numbered]))
     except csv.Error as e:
         raise DataError(f"{path}: malformed CSV ({e})") from None
     header = [h.strip() for h in rows[0]]
@@ -96,24 +105,35 @@ def read_latency_csv(path: str | Path) -> LatencyData:
         raise DataError(f"{path}: column(s) {', '.join(twice)} appear more than once in the header")
     col = {c: header.index(c) for c in header}
     has_cfg = "config" in col
-    feats, enc, dec, cfgs = [], [], [], []
-    for i, row in enumerate(rows[1:], start=2):
+    feats, enc, dec, cfgs, refs = [], [], [], [], []
+    for k, ((lineno, _), row) in enumerate(zip(numbered[1:], rows[1:]), start=1):
+        where = f"{path}: row {k} (line {lineno})"
         if not row or all(not x.strip() for x in row):
             continue
+        if [x.strip() for x in row] == header:
+            raise DataError(f"{where}: repeated header line (concatenated CSVs?)")
         if len(row) < len(header):
-            raise DataError(f"{path}:{i}: truncated row ({len(row)} of {len(header)} fields)")
+            raise DataError(f"{where}: truncated row ({len(row)} of {len(header)} fields)")
         if len(row) > len(header):
-            raise DataError(f"{path}:{i}: row has {len(row)} fields, header has {len(header)}")
-        feats.append([_float(path, i, c, row[col[c]]) for c in HAT_FEATURE_NAMES])
-        enc.append(_float(path, i, "latency_mean_encoder", row[col["latency_mean_encoder"]]))
-        dec.append(_float(path, i, "latency_mean_decoder", row[col["latency_mean_decoder"]]))
-        if min(enc[-1], dec[-1]) < 0 or enc[-1] + dec[-1] <= 0:  # no model runs in zero or negative time
-            raise DataError(f"{path}:{i}: latency {enc[-1]:g} + {dec[-1]:g} ms is not a measurement (must be > 0)")
+            raise DataError(f"{where}: row has {len(row)} fields, header has {len(header)}")
+        feats.append([_float(where, c, row[col[c]]) for c in HAT_FEATURE_NAMES])
+        lat = {c: _float(where, c, row[col[c]]) for c in LATENCY_COLUMNS}
+        for c, v in lat.items():
+            if v < 0 or (v == 0 and c.startswith("latency_mean")):
+                why = "latencies must be positive" if c.startswith("latency_mean") else "a negative std"
+                raise DataError(f"{where}: column {c} is {v:g} ({why})")
+        enc.append(lat["latency_mean_encoder"])
+        dec.append(lat["latency_mean_decoder"])
+        if "reference_ms" in col:  # empty: measured without references
+            text = row[col["reference_ms"]].strip()
+            refs.append(_float(where, "reference_ms", text) if text else float("nan"))
+            if refs[-1] <= 0:
+                raise DataError(f"{where}: column reference_ms is {refs[-1]:g} (latencies must be positive)")
         if has_cfg:
             try:
-                cfgs.append(SubConfig.from_dict(json.loads(row[col["config"]]), source=f"{path}:{i}"))
+                cfgs.append(SubConfig.from_dict(json.loads(row[col["config"]]), source=where))
             except (ValueError, RecursionError):  # malformed, or nested past the parser's depth
-                raise DataError(f"{path}:{i}: column config is not JSON") from None
+                raise DataError(f"{where}: column config is not JSON") from None
             except ConfigError as e:
                 raise DataError(str(e)) from None
     if not enc:
@@ -129,7 +149,52 @@ def read_latency_csv(path: str | Path) -> LatencyData:
     if bad:
         raise DataError(f"{mp}: protocol {bad[0]} must be a positive integer")
     return LatencyData(str(path), np.array(feats, dtype=np.float64), np.array(enc), np.array(dec),
-                       cfgs if has_cfg else None, meta)
+                       cfgs if has_cfg else None, meta, np.array(refs) if "reference_ms" in col else None)
+
+
+def correct_drift(data: LatencyData) -> LatencyData:
+    """Rows rescaled to the machine's typical speed: a row measured while the reference config
+    took r ms is multiplied by median(r) / r (drift on a shared machine is mostly a common factor:
+    other jobs slow every model alike). Needs the reference_ms column of `hat measure`."""
+    ref = data.reference_ms
+    if ref is None or np.isnan(ref).all():
+        raise DataError(f"{data.path}: no drift reference (column reference_ms); measure with "
+                        "`hat measure --reference-every K` to correct for drift")
+    if np.isnan(ref).any():
+        k = int(np.flatnonzero(np.isnan(ref))[0]) + 1
+        raise DataError(f"{data.path}: row {k} has no reference_ms (measured with --reference-every 0?)")
+    scale = float(np.median(ref)) / ref
+    return LatencyData(data.path, data.hat_features, data.latency_encoder * scale, data.latency_decoder * scale,
+                       data.configs, {**data.meta, "drift_corrected": True}, ref)
+
+
+def check_rows_in_space(data: LatencyData, space: DesignSpace) -> None:
+    """Refuse rows of another design space: a config outside `space`, or (HAT CSVs, which carry only
+    averages) an embed dim / depth not among its choices or an average outside its choices' range."""
+    if data.configs is not None:
+        for k, c in enumerate(data.configs, start=1):
+            try:
+                space.validate(c, source=f"{data.path}: row {k}")
+            except ConfigError as e:
+                raise DataError(f"{e} (a row of another space?)") from None
+        return
+    ch = space.choices
+    ranges = {"encoder_ffn_embed_dim_avg": ch["encoder_ffn_embed_dim"],
+              "encoder_self_attention_heads_avg": ch["encoder_self_attention_heads"],
+              "decoder_ffn_embed_dim_avg": ch["decoder_ffn_embed_dim"],
+              "decoder_self_attention_heads_avg": ch["decoder_self_attention_heads"],
+              "decoder_ende_attention_heads_avg": ch["decoder_ende_attention_heads"],
+              "decoder_arbitrary_ende_attn_avg": [ende_attn_count(a) for a in ch["decoder_arbitrary_ende_attn"]]}
+    for k, f in enumerate(data.hat_features, start=1):
+        v = dict(zip(HAT_FEATURE_NAMES, f))
+        for name in ("encoder_embed_dim", "decoder_embed_dim", "encoder_layer_num", "decoder_layer_num"):
+            if round(v[name]) not in ch[name] or abs(v[name] - round(v[name])) > 1e-6:
+                raise DataError(f"{data.path}: row {k}: {name}={v[name]:g} is not in space {space.name} "
+                                f"(choices {list(ch[name])}; a row of another space?)")
+        for name, vals in ranges.items():
+            if not min(vals) - 1e-6 <= v[name] <= max(vals) + 1e-6:
+                raise DataError(f"{data.path}: row {k}: {name}={v[name]:g} is outside space {space.name}'s "
+                                f"range {min(vals)}-{max(vals)} (a row of another space?)")
 
 
 class LatencyWriter:
@@ -161,6 +226,9 @@ class LatencyWriter:
         header = ",".join(OUR_COLUMNS).encode()
         first = data.split(b"\n", 1)[0].rstrip(b"\r")
         ours = first == header or (b"\n" not in data and header.startswith(data))  # or a header cut short
+        if data and first == ",".join(OLD_COLUMNS).encode():
+            raise DataError(f"{self.path}: written by an older `hat measure` (no {', '.join(DRIFT_COLUMNS)} columns), "
+                            "so rows cannot be appended to it; use another --out")
         if data and not ours:
             raise DataError(f"{self.path}: exists and is not a latency CSV written by `hat measure` (its first line "
                             "is not our header), so it is left as it is; use another --out")
@@ -190,10 +258,11 @@ class LatencyWriter:
         return keys
 
     def write(self, cfg: SubConfig, hat_feats: dict[str, float], lat: dict[str, float], params: int, macs: int,
-              peak_memory_bytes: int) -> None:
+              peak_memory_bytes: int, reference_ms: float | None = None) -> None:
         row = [f"{hat_feats[c]:g}" for c in HAT_FEATURE_NAMES]
         row += [f"{lat[c]:.4f}" for c in LATENCY_COLUMNS]
         row += [json.dumps(cfg.to_dict(), separators=(",", ":")), params, macs, peak_memory_bytes]
+        row += ["" if v is None else f"{v:.4f}" for v in (lat.get("latency_std_ms"), reference_ms)]
         self._w.writerow(row)
         self._f.flush()
         os.fsync(self._f.fileno())

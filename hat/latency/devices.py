@@ -1,7 +1,9 @@
 """Device registry: `hat/configs/device/NAME.yaml` (or any YAML path) -> DeviceSpec.
 
-A device YAML holds `name`, `description`, `predictor` (optional path) and `protocol`
-(src_len, tgt_len, beam, threads, backend, lat_norm ...). A relative predictor path is looked up
+A device YAML holds `name`, `description`, `predictor` (optional path), `protocol`
+(src_len, tgt_len, beam, threads, backend, lat_norm ...) and optionally `hardware`: a piece of the
+CPU model, board model or GPU name that identifies the device (`Raspberry Pi`, `TITAN Xp`), so a
+search on another machine knows it cannot measure the device (`hat search --verify`). A relative predictor path is looked up
 next to the YAML first (the shipped predictors sit beside their device files inside the
 package, so a plain `pip install` finds them), then in the current directory.
 """
@@ -22,6 +24,7 @@ class DeviceSpec:
     predictor: str | None = None  # as written in the YAML
     protocol: dict[str, Any] = field(default_factory=dict, hash=False)
     source: str = ""
+    hardware: str | None = None  # None: any machine that runs the backend is this device
 
     @property
     def lat_norm(self) -> float:
@@ -66,5 +69,6 @@ def resolve_device(name: str | Path) -> DeviceSpec:
     proto = data.get("protocol") or {}
     if not isinstance(proto, dict):
         raise ConfigError(f"{p}: `protocol` must be a mapping")
-    pred = data.get("predictor")
-    return DeviceSpec(str(data["name"]), str(data.get("description", "")), str(pred) if pred else None, dict(proto), str(p))
+    pred, hw = data.get("predictor"), data.get("hardware")
+    return DeviceSpec(str(data["name"]), str(data.get("description", "")), str(pred) if pred else None, dict(proto), str(p),
+                      str(hw) if hw else None)

@@ -3,7 +3,8 @@
 `Latency` caches predicted milliseconds per SubConfig over any object with `predict(cfgs)`;
 `MacsPredictor` is a device-free stand-in (milliseconds proportional to MACs);
 `select_predictor` turns the `--predictor` / `--device` pair of a command into a predictor;
-`context_for` recovers the measurement protocol a latency CSV was recorded with.
+`ConstraintBound` makes the search hold a quantile of the predictor's interval (not its point
+estimate) against the constraint; `context_for` recovers the measurement protocol of a latency CSV.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 from hat.errors import HatError
 from hat.latency.dataset import LatencyData
 from hat.latency.measure import Protocol, default_vocab_size
-from hat.latency.predictors import Context, predictor_for_device
+from hat.latency.predictors import DEFAULT_LEVEL, Context, predictor_for_device
 from hat.space import DesignSpace, SubConfig, macs
 
 
@@ -39,6 +40,37 @@ class Latency:
         if v is None:
             v = self.many([cfg])[0]
         return v
+
+    def interval(self, cfg: SubConfig) -> tuple[float, float | None, float | None]:
+        """(point, lower, upper) ms of `cfg`; lower/upper are None for a predictor without an interval."""
+        split = getattr(self.predictor, "split", None)
+        return split(self(cfg)) if split else (self(cfg), None, None)
+
+
+class ConstraintBound:
+    """A predictor whose value is the `quantile` of the measured latency (default: the upper bound of
+    the `level` interval), so a search that keeps it under the constraint keeps the bound there: a
+    point estimate meets a constraint only about half the time on the device."""
+
+    def __init__(self, predictor: Any, quantile: float | None = None, level: float = DEFAULT_LEVEL) -> None:
+        self.predictor, self.level = predictor, level
+        self.quantile = (1 + level) / 2 if quantile is None else quantile
+        self.factor = predictor.quantile_factor(self.quantile)
+        self.lower, self.upper = predictor.bounds(level)
+        self.source = getattr(predictor, "source", "")
+
+    def predict(self, cfgs: Sequence[SubConfig]) -> np.ndarray:
+        return np.asarray(self.predictor.predict(cfgs), dtype=np.float64) * self.factor
+
+    def split(self, bound: float) -> tuple[float, float, float]:
+        """(point, lower, upper) ms from the bound this predictor returned."""
+        p = bound / self.factor
+        return p, p * self.lower, p * self.upper
+
+    def describe(self, name: str = "the predictor") -> str:
+        upper = abs(self.quantile - (1 + self.level) / 2) < 1e-12
+        what = f"upper bound of the {self.level:.0%} interval" if upper else f"{self.quantile:g} quantile"
+        return f"the {what} of {name} ({self.factor:.3f} x its point estimate)"
 
 
 class MacsPredictor:

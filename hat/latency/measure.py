@@ -348,12 +348,14 @@ def time_model(model: torch.nn.Module, protocol: Protocol) -> dict[str, float]:
         for _ in range(protocol.runs):
             te.append(timer(enc))
             td.append(timer(dec))
+    total = trimmed([a + b for a, b in zip(te, td)], protocol.drop_frac)
     te, td = trimmed(te, protocol.drop_frac), trimmed(td, protocol.drop_frac)
     return {
         "latency_mean_encoder": float(np.mean(te)),
         "latency_mean_decoder": float(np.mean(td)),
         "latency_std_encoder": float(np.std(te)),
         "latency_std_decoder": float(np.std(td)),
+        "latency_std_ms": float(np.std(total)),  # of one translation (encoder + decoder) over the runs
     }
 
 

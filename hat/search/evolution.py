@@ -221,6 +221,8 @@ class SearchRun:
             "best_score": float(scores[best_idx]),
             "mean_score": float(sum(mean_vals) / max(len(mean_vals), 1)),
             "best_latency_ms": float(self.latency(population[best_idx])),
+            **dict(zip(("best_predicted_ms", "best_lower_ms", "best_upper_ms"),
+                       (None if v is None else float(v) for v in self.latency.interval(population[best_idx])))),
             "evaluations": st.evaluations,
             "elapsed_s": round(st.elapsed, 3),
         })

@@ -34,13 +34,20 @@ def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 
 def write_front_csv(path: str | Path, cfgs: Sequence[SubConfig], latencies: Sequence[float],
-                    scores: Sequence[float], front: Sequence[int]) -> None:
-    """One row per front member, sorted by latency, with the config as JSON (re-loadable)."""
+                    scores: Sequence[float], front: Sequence[int],
+                    intervals: Sequence[tuple[float, float | None, float | None]] | None = None) -> None:
+    """One row per front member, sorted by latency, with the config as JSON (re-loadable).
+    `latency_ms` is what the constraint was held against; `intervals` adds each member's point
+    prediction and interval (`predicted_ms`, `lower_ms`, `upper_ms`; empty without an interval)."""
+    def ms(v: float | None) -> str:
+        return "" if v is None else f"{v:.6g}"
+
     with atomic_open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["latency_ms", "score", "summary", "config_json"])
+        w.writerow(["latency_ms", "predicted_ms", "lower_ms", "upper_ms", "score", "summary", "config_json"])
         for i in sorted(front, key=lambda i: latencies[i]):
-            w.writerow([f"{latencies[i]:.6g}", f"{scores[i]:.6g}", describe(cfgs[i]),
+            p, lo, hi = intervals[i] if intervals is not None else (latencies[i], None, None)
+            w.writerow([ms(latencies[i]), ms(p), ms(lo), ms(hi), f"{scores[i]:.6g}", describe(cfgs[i]),
                         json.dumps(cfgs[i].to_dict(), separators=(",", ":"))])
 
 

@@ -19,8 +19,10 @@ from hat.errors import HatError, first_line
 from hat.files import atomic_open, atomic_write_text, read_json
 from hat.space import SubConfig
 
-STATE_VERSION = 1
-LOG_COLUMNS = ("generation", "best_score", "mean_score", "best_latency_ms", "evaluations", "elapsed_s")
+STATE_VERSION = 2  # 2: log rows carry the best candidate's point prediction and interval
+# best_latency_ms is what the constraint is held against (the interval's bound when the predictor has one)
+LOG_COLUMNS = ("generation", "best_score", "mean_score", "best_latency_ms", "best_predicted_ms", "best_lower_ms",
+               "best_upper_ms", "evaluations", "elapsed_s")
 
 
 @dataclass
@@ -63,13 +65,13 @@ def load_state(path: str | Path, fingerprint: dict[str, Any] | None = None) -> S
     path = Path(path)
     hint = "; delete it or pass --no-resume to start over"
     d = read_json(path, "search state", hint=hint)
+    if isinstance(d, dict) and d.get("version", STATE_VERSION) != STATE_VERSION:
+        raise HatError(f"{path}: search state version {d.get('version')}, expected {STATE_VERSION}{hint}")
     try:
         state = SearchState(**d)
         _check(state)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, HatError) as e:
         raise HatError(f"{path}: corrupt search state ({type(e).__name__}: {first_line(e, 120)}){hint}") from None
-    if state.version != STATE_VERSION:
-        raise HatError(f"{path}: search state version {state.version}, expected {STATE_VERSION}")
     if fingerprint is not None and state.fingerprint != json.loads(json.dumps(fingerprint)):
         diff = sorted(k for k in set(fingerprint) | set(state.fingerprint)
                       if json.loads(json.dumps(fingerprint.get(k))) != state.fingerprint.get(k))
@@ -92,7 +94,7 @@ def _check(st: SearchState) -> None:
     for cfg, lat, score in st.evaluated:
         SubConfig.from_dict(cfg, "state")
         numbers += [lat, score]
-    numbers += [r[c] for r in st.rows for c in LOG_COLUMNS]
+    numbers += [r[c] for r in st.rows for c in LOG_COLUMNS if r[c] is not None]  # None: no interval
     for v in numbers:
         float(v)
     st.restore_rng(random.Random())
@@ -131,7 +133,7 @@ class GenerationLog:
             return
         row = rows[-1]
         if self.csv_path:
-            text_rows = [[r[c] for c in LOG_COLUMNS] for r in rows]
+            text_rows = [["" if r[c] is None else r[c] for c in LOG_COLUMNS] for r in rows]
             with atomic_open(self.csv_path, "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(LOG_COLUMNS)

@@ -147,8 +147,13 @@ def load_subconfig(path: str | Path) -> SubConfig:
     return SubConfig.from_dict(data, source=str(path))
 
 
-def save_subconfig(cfg: SubConfig, path: str | Path, hat_format: bool = False, space: "DesignSpace | None" = None) -> None:
+def save_subconfig(cfg: SubConfig, path: str | Path, hat_format: bool = False, space: "DesignSpace | None" = None,
+                   metadata: dict[str, Any] | None = None) -> None:
+    """Our YAML (or HAT's, `hat_format`); with `metadata` (ours only), `{subconfig: ..., metadata: ...}`,
+    which `load_subconfig` reads too (e.g. the latency a search predicted and measured)."""
     d = cfg.to_hat_dict(space) if hat_format else cfg.to_dict()
+    if metadata is not None and not hat_format:
+        d = {"subconfig": d, "metadata": metadata}
     atomic_write_text(path, yaml.safe_dump(d, sort_keys=False, default_flow_style=None))
 
 

@@ -1,0 +1,114 @@
+"""Keep a latency constraint on the device, not only in the predictor (`hat search --verify N`).
+
+A predictor's point estimate is wrong by ~10 % on a shared machine, so a subnet searched under
+60 ms can measure 67 ms. When the target device is this machine, the N best candidates the
+search found feasible are timed with the device's full protocol in interleaved rounds
+(`hat.latency.compare.measure_interleaved`: A B C, A B C, ..., so drift hits them alike) and the
+best-scored one whose median meets the constraint is returned. A device elsewhere (a Raspberry Pi
+searched on a workstation) cannot be timed here: its guarantee is the predictor's interval.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from hat.latency.compare import Spread, measure_interleaved
+from hat.latency.devices import DeviceSpec
+from hat.latency.measure import cpu_description
+from hat.space import SubConfig
+
+
+def this_machine() -> str:
+    """What identifies this machine: CPU model, board model (ARM boards) and CUDA device names."""
+    parts = [cpu_description()]
+    board = Path("/proc/device-tree/model")
+    if board.is_file():
+        parts.append(board.read_bytes().rstrip(b"\0").decode("utf-8", "replace"))
+    import torch  # noqa: PLC0415
+
+    if torch.cuda.is_available():
+        parts += [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return "; ".join(p for p in parts if p)
+
+
+def runs_here(spec: DeviceSpec) -> tuple[bool, str]:
+    """(whether `spec` can be timed on this machine, why not): its backend runs here and, when the
+    device names its `hardware`, this machine has it."""
+    backend = spec.protocol.get("backend") or "torch"
+    if backend == "cuda":
+        import torch  # noqa: PLC0415
+
+        if not torch.cuda.is_available():
+            return False, "its backend is cuda and this machine has no CUDA device"
+    if backend == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401, PLC0415
+        except ImportError:
+            return False, "its backend is onnxruntime, which is not installed here"
+    here = this_machine()
+    if spec.hardware and spec.hardware.lower() not in here.lower():
+        return False, f"it is {spec.hardware!r} and this machine is {here!r}"
+    return True, ""
+
+
+@dataclass
+class Candidate:
+    """One subnet the search found feasible, with what was predicted and (after `verify`) measured."""
+
+    cfg: SubConfig
+    score: float
+    predicted_ms: float
+    lower_ms: float | None = None
+    upper_ms: float | None = None
+    measured: Spread | None = None
+
+    def meets(self, constraint: float) -> bool:
+        return self.measured is not None and self.measured.median <= constraint
+
+
+def verify(candidates: Sequence[Candidate], constraint: float, measure: Callable[[SubConfig], Mapping[str, Any]],
+           rounds: int = 5, log: Callable[[str], None] | None = None) -> Candidate | None:
+    """Time `candidates` (best score first) in `rounds` interleaved rounds; the first whose
+    median meets `constraint`, or None when none does. Each candidate gets its `measured` spread."""
+    names = {f"#{i + 1}": c for i, c in enumerate(candidates)}
+    spreads = measure_interleaved(measure, {n: c.cfg for n, c in names.items()}, rounds=rounds, log=log)
+    for n, c in names.items():
+        c.measured = spreads[n]
+    return next((c for c in candidates if c.meets(constraint)), None)
+
+
+def write_verify_csv(path: str | Path, candidates: Sequence[Candidate], chosen: Candidate | None,
+                     constraint: float) -> None:
+    """One row per verified candidate: predicted interval, measured median and range, the rounds."""
+    import csv  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from hat.files import atomic_open  # noqa: PLC0415
+    from hat.space import describe  # noqa: PLC0415
+
+    def ms(v: float | None) -> str:
+        return "" if v is None else f"{v:.4f}"
+
+    with atomic_open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["rank", "score", "predicted_ms", "lower_ms", "upper_ms", "measured_median_ms", "measured_low_ms",
+                    "measured_high_ms", "measured_rounds_ms", "meets_constraint", "chosen", "summary", "config_json"])
+        for i, c in enumerate(candidates, start=1):
+            m = c.measured
+            w.writerow([i, f"{c.score:.6g}", ms(c.predicted_ms), ms(c.lower_ms), ms(c.upper_ms),
+                        ms(m and m.median), ms(m and m.low), ms(m and m.high),
+                        " ".join(f"{v:.3f}" for v in (m.rounds if m else ())), int(c.meets(constraint)),
+                        int(c is chosen), describe(c.cfg), json.dumps(c.cfg.to_dict(), separators=(",", ":"))])
+
+
+def measure_function(spec: DeviceSpec, space: Any) -> tuple[Callable[[SubConfig], Mapping[str, Any]], dict]:
+    """`Measurer.measure` with the device's full protocol (HAT's warm-ups and runs), and that protocol."""
+    from hat.latency.measure import Measurer, Protocol  # noqa: PLC0415
+
+    protocol = Protocol.from_device(spec, space)
+    measurer = Measurer(space, protocol)
+    return measurer.measure, protocol.to_dict()
+
+
+__all__ = ["Candidate", "measure_function", "runs_here", "this_machine", "verify", "write_verify_csv"]
