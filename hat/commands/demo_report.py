@@ -129,7 +129,7 @@ def plot(path: Path, rows: list[dict], constraints: list[float]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for r in sorted(rows, key=lambda r: KIND_ORDER.index(r["kind"])):
         s = _spread(r)
         ax.errorbar(s.median, r["bleu"], xerr=[[s.median - s.low], [s.high - s.median]], fmt=MARKERS[r["kind"]],
@@ -140,7 +140,7 @@ def plot(path: Path, rows: list[dict], constraints: list[float]) -> None:
     ax.set_ylabel("BLEU (test)")
     ax.set_title("Searched subnets vs models trained alone with the same budget", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
     plt.close(fig)
