@@ -17,6 +17,7 @@ from hat.errors import DISTRIBUTION, HatError, first_line
 COMMANDS = [
     "info",
     "measure",
+    "merge_latency",
     "fit_predictor",
     "prepare",
     "train",

@@ -7,11 +7,15 @@ command resumes, skipping configs already in the file (configs come from a seede
 Every `--reference-every K` rows a fixed reference config (the space's smallest) is timed again;
 each row records the latest reference time (`reference_ms`), so `hat fit-predictor
 --drift-correct` can divide out the machine's drift, and its run-to-run spread (`latency_std_ms`).
+Before measuring it prints an ETA (one config of middle size is timed first, with two runs).
+`--shard K/N` measures board K's share of the seeded list (see hat.latency.shards); `hat
+merge-latency` joins the boards' CSVs.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 
@@ -21,6 +25,7 @@ from hat.files import atomic_write_text, read_json
 from hat.latency.dataset import LatencyWriter, meta_path
 from hat.latency.devices import resolve_device
 from hat.latency.measure import BACKENDS, TIMERS, Measurer, Protocol, environment
+from hat.latency.shards import estimate_seconds, eta_line, parse_shard, shard_name, shard_of
 from hat.space import DesignSpace, SubConfig, hat_raw_features, load_space, macs, num_params
 
 # option -> (type, default): the sampling knobs, then every Protocol field (None: the device's)
@@ -44,6 +49,8 @@ PROTOCOL_HELP = {
 EXAMPLES = """examples:
   hat measure --device cpu-2core --space tiny-latency --samples 1000 --out lat.csv
   hat measure --config cpu-2core.tiny-latency --out lat.csv   # the shipped dataset's settings
+  hat measure --device raspberrypi --space wmt-latency --samples 2000 --shard 1/3 --out pi1.csv  # board 1 of 3
+  hat merge-latency pi1.csv pi2.csv pi3.csv --out lat_pi.csv   # then fit-predictor on the merge
 """
 
 
@@ -67,6 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     choices = {"backend": BACKENDS.names(), "timer": TIMERS, "quantize": ["int8"]}
     for name in PROTOCOL_SHOWN:
         add_option(p, PROTOCOL_SHOWN, name, PROTOCOL_HELP[name], choices=choices.get(name))
+    p.add_argument("--shard", help="K/N: measure only board K's share of the N-way split of the seeded config list "
+                                   "(indices i with i %% N == K-1); merge the N CSVs with `hat merge-latency`")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.set_defaults(func=run)
 
@@ -102,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--samples {args.samples}: must be >= 1 and {why}")
     if args.reference_every < 0:
         raise ConfigError(f"--reference-every {args.reference_every}: must be >= 0 (0: no drift reference)")
+    shard = parse_shard(args.shard)
     protocol = Protocol.from_device(device, space, **{k: getattr(args, k) for k in Protocol.__dataclass_fields__})
     mp = meta_path(args.out)
     meta = {"device": device.name, "device_description": device.description, "space": space.name,
@@ -109,11 +119,17 @@ def run(args: argparse.Namespace) -> int:
             "peak_memory_bytes": "CPU: peak RSS (VmHWM, reset per config) minus RSS before building the SubTransformer; "
                                  "CUDA: max_memory_allocated minus allocated before",
             "reference": {"config": space.smallest().to_dict(), "every_rows": args.reference_every}}
+    if shard is not None:
+        meta["shard"] = shard_name(shard)
     if mp.is_file():
         old = read_json(mp, "latency CSV metadata", ConfigError, hint=f" (delete it and {args.out} to start over)")
         if old.get("protocol") != protocol.to_dict() or old.get("space") != space.name:
             raise ConfigError(f"{args.out}: was measured with another protocol/space ({mp}); use a new --out")
-    seq = config_sequence(space, args.samples, args.seed)
+        if old.get("shard") != meta.get("shard"):
+            was, now = old.get("shard") or "all configs", meta.get("shard") or "all configs"
+            raise ConfigError(f"{args.out}: holds shard {was}, not {now} ({mp}); resume with the same --shard "
+                              "or use a new --out")
+    seq = shard_of(config_sequence(space, args.samples, args.seed), shard)
     meta["environment"] = environment(protocol)
     with LatencyWriter(args.out) as writer:  # refuses a file that is not ours, or another writer's
         done = writer.measured()
@@ -123,6 +139,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"measure: {len(seq) - len(todo)} of {len(seq)} configs already in {args.out}; measuring {len(todo)} "
               f"({meta['environment']['cpu']}, {meta['environment']['threads']} thread(s), {protocol.backend})",
               file=sys.stderr)
+        if not todo:
+            return 0
+        sizes = sorted(todo, key=lambda c: num_params(c, space))  # the ETA: a config of middle size, timed
+        per_cfg = estimate_seconds(measurer, sizes[len(sizes) // 2])
+        refs = math.ceil(len(todo) / args.reference_every) if args.reference_every else 0
+        ref_s = estimate_seconds(measurer, space.smallest()) if refs else 0.0
+        print(eta_line(len(todo), per_cfg, refs, ref_s), file=sys.stderr, flush=True)
         bar = None
         if not args.no_progress:
             from tqdm import tqdm  # noqa: PLC0415
