@@ -62,6 +62,16 @@ def test_merge_refuses_another_space(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "b.csv" in err and "space" in err and not (tmp_path / "m.csv").exists()
 
 
+def test_merge_refuses_shards_of_another_seed(tmp_path, capsys):
+    assert _measure(tmp_path / "s1.csv", 4, "--shard", "1/2") == 0
+    assert _measure(tmp_path / "s2.csv", 4, "--shard", "2/2", "--seed", "7") == 0
+    capsys.readouterr()
+    assert main(["merge-latency", str(tmp_path / "s1.csv"), str(tmp_path / "s2.csv"), "--out",
+                 str(tmp_path / "m.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "s2.csv: seed" in err and not (tmp_path / "m.csv").exists()
+
+
 @pytest.mark.parametrize("bad", ["0/3", "4/3", "x", "1/0", "3", "-1/2"])
 def test_bad_shard_refused(tmp_path, capsys, bad):
     assert _measure(tmp_path / "x.csv", 3, "--shard", bad) == 2

@@ -112,6 +112,8 @@ def merge_latency_csvs(inputs: Sequence[str | Path], out: str | Path) -> tuple[i
             first_meta = meta
         else:
             diff = [k for k in MATCHING if meta.get(k) != first_meta.get(k)]
+            if meta.get("shard") and first_meta.get("shard") and meta.get("seed") != first_meta.get("seed"):
+                diff.append("seed")  # shards of different seeded lists would not add up to one list
             if diff:
                 raise DataError(f"{p}: {', '.join(diff)} differ(s) from {inputs[0]}'s metadata "
                                 f"(space {meta.get('space')!r}, device {meta.get('device')!r}); cannot merge")
