@@ -14,6 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 from hat.errors import ConfigError, first_line
 from hat.model import ModelArgs
 from hat.shipped import read_yaml, resolve
+from hat.train.optim import SCHEDULES
 
 DEFAULTS: dict[str, Any] = {
     "space": "tiny",
@@ -164,7 +165,7 @@ CHECKS: dict[str, Check] = {
     "weight_decay": _number(0), "clip_norm": _number(0), "label_smoothing": _PROB, "adam_betas": _betas,
     "dropout": _PROB, "attention_dropout": _PROB, "activation_dropout": _PROB,
     "keep_interval_checkpoints": _number(-1, integer=True),
-    "lr_scheduler": _choice("cosine", "wsd", "inverse_sqrt", "fixed"), "decay_fraction": _number(0, 1, open_lo=True),
+    "lr_scheduler": _choice(*SCHEDULES), "decay_fraction": _number(0, 1, open_lo=True),
     "amp": _choice("auto", "fp32", "bf16", "fp16"), "compute": _choice("auto", "cpu", "cuda"),
     "sampling.policy": _choice("uniform", "sandwich", "fixed"),
     "sampling.sandwich_k": _number(0, integer=True), "sampling.distill_alpha": _number(0, 1),

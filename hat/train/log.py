@@ -51,7 +51,7 @@ class Progress:
             self.bar = tqdm(total=max_updates, initial=update, **kw)
         self.elapsed_s = elapsed_s
 
-    def step(self, update: int, elapsed_s: float) -> None:
+    def step(self, elapsed_s: float) -> None:
         if self.budget:
             self.bar.update(min((elapsed_s - self.elapsed_s) / 60, self.bar.total - self.bar.n))
             self.elapsed_s = elapsed_s

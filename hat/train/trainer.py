@@ -338,7 +338,7 @@ class Trainer:
             tok0 += stats["ntokens"]
             win_loss += stats["loss"] * stats["ntokens"]
             win_tok += stats["ntokens"]
-            bar.step(self.update, self.elapsed_s)
+            bar.step(self.elapsed_s)
             u = self.update
             if u % c.log_interval == 0 or u == c.max_updates:
                 dt = max(time.time() - t0, 1e-9)
