@@ -8,7 +8,10 @@ Writes the best subnet (our YAML, with the latency it was chosen by under `metad
 TensorBoard scalars, and a state file that lets a killed search resume (`--no-resume` starts
 over). The constraint holds the upper bound of the predictor's 90 % interval, not its point
 estimate (`--constraint-quantile`); `--verify N` times the N best candidates on this machine
-when it is the device, and writes what it measured to `.verify.csv`. Under torchrun
+when it is the device, and writes what it measured to `.verify.csv`. `--faster-than REF.yml`
+makes the constraint relative to a model the user has (a hand-shrunk baseline, the model in
+production): predicted below (1 - `--faster-by`) x REF's prediction, and with `--verify` measured
+faster than REF, timed in the same rounds, by that margin and beyond the spread. Under torchrun
 (`torchrun --nproc_per_node 2 search.py ...`, gloo on CPU) every rank runs the same seeded
 search and scores a share of each generation; rank 0 writes the files.
 """
@@ -33,7 +36,8 @@ SEARCH_OPTIONS = {
     **dataclass_options(EvolutionSettings, skip=("feasibility_samples",)),
     **dataclass_options(LossSettings),
     "threads": Option(int, 0), "compute": Option(str, "auto"), "constraint_quantile": Option(float),
-    "verify": Option(int, 0), "verify_rounds": Option(int, 5),
+    "verify": Option(int, 0), "verify_rounds": Option(int, 5), "verify_batches": Option(int, 3),
+    "faster_than": Option(str), "faster_by": Option(float, 0.05),
 }
 
 
@@ -69,7 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", help="device name (hat/configs/device) or device YAML; gives the latency predictor")
     g.add_argument("--predictor", help="latency predictor file (overrides the device's), or macs[:MS_PER_GMAC] "
                                        "for a device-free MACs proxy")
-    g.add_argument("--latency-constraint", type=float, help="max predicted latency in ms (required except nsga2)")
+    g.add_argument("--latency-constraint", type=float, help="max predicted latency in ms (required except nsga2, "
+                                                               "or give --faster-than)")
+    add_option(g, SEARCH_OPTIONS, "faster_than", "a subnet YAML to beat instead of a number: the constraint is "
+               "(1 - --faster-by) x its predicted latency; with --verify, measured against it in the same rounds")
+    add_option(g, SEARCH_OPTIONS, "faster_by", "with --faster-than: the margin, a fraction of the reference's latency")
     add_option(g, SEARCH_OPTIONS, "constraint_quantile", "which prediction must meet the constraint: this quantile of "
                "the device's latency by the predictor's calibrated interval (default: the 90%% interval's upper bound, "
                "0.95; 0.5: the median)")
@@ -94,6 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_option(v, SEARCH_OPTIONS, "verify", "re-measure the N best feasible candidates at the end with the device's "
                "full protocol and return the best whose measured median meets the constraint (0: off)")
     add_option(v, SEARCH_OPTIONS, "verify_rounds", "interleaved rounds of --verify (A B C, A B C, ...)")
+    add_option(v, SEARCH_OPTIONS, "verify_batches", "when none of the N meets it, time the next N, up to this many "
+               "batches of N")
     o = p.add_argument_group("outputs")
     o.add_argument("--state", help="state file (default OUT_STEM.state.json)")
     o.add_argument("--no-resume", action="store_true", help="ignore an existing state file")
@@ -132,14 +142,20 @@ def run(args: argparse.Namespace) -> int:
         raise HatError("give --device NAME (its latency predictor) or --predictor FILE")
     if args.device and not args.predictor:
         resolve_device(args.device)  # unknown device -> one-line ConfigError
-    if args.latency_constraint is None and args.algorithm != "nsga2":
-        raise HatError("--latency-constraint MS is required (nsga2 may omit it for the unconstrained front)")
+    if args.faster_than is not None and args.latency_constraint is not None:
+        raise HatError("give --latency-constraint MS or --faster-than REF.yml, not both")
+    if args.latency_constraint is None and args.faster_than is None and args.algorithm != "nsga2":
+        raise HatError("--latency-constraint MS (or --faster-than REF.yml) is required (nsga2 may omit it for the "
+                       "unconstrained front)")
+    if not 0 <= args.faster_by < 1:
+        raise HatError(f"--faster-by {args.faster_by:g}: must be a fraction in [0, 1), e.g. 0.05")
     if args.latency_constraint is not None and args.latency_constraint <= 0:
         raise HatError(f"--latency-constraint {args.latency_constraint:g}: must be positive")
     if args.constraint_quantile is not None and not 0 < args.constraint_quantile < 1:
         raise HatError(f"--constraint-quantile {args.constraint_quantile:g}: must be between 0 and 1 (e.g. 0.95)")
-    if args.verify < 0 or args.verify_rounds < 1:
-        raise HatError(f"--verify {args.verify} / --verify-rounds {args.verify_rounds}: need >= 0 and >= 1")
+    if args.verify < 0 or args.verify_rounds < 1 or args.verify_batches < 1:
+        raise HatError(f"--verify {args.verify} / --verify-rounds {args.verify_rounds} / --verify-batches "
+                       f"{args.verify_batches}: need >= 0, >= 1 and >= 1")
     if args.space is None and not args.checkpoint:
         raise HatError("--space is required without --checkpoint")
     if Path(args.out).is_dir():
@@ -151,7 +167,9 @@ def run(args: argparse.Namespace) -> int:
     from hat.latency.estimate import Latency, select_predictor
     from hat.model import load_super_checkpoint
     from hat.search import GenerationLog
-    from hat.space import load_space
+    from hat.space import load_space, load_subconfig
+
+    reference = load_subconfig(args.faster_than) if args.faster_than else None
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -169,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
             model.space = space  # search a sub-space of the trained one (validate() uses it)
         predictor, pred_name = select_predictor(args.predictor, args.device, space)
         target = _verify_target(args, predictor) if args.verify else None
+        if reference is not None:
+            args.latency_constraint = _relative_constraint(space, predictor, reference, args)
         predictor, held = _held_against_constraint(predictor, pred_name, args.constraint_quantile)
         latency = Latency(predictor, pred_name)
         loss_settings = LossSettings(args.valid_subset, args.valid_sentences, args.max_tokens, args.label_smoothing)
@@ -220,6 +240,17 @@ def _held_against_constraint(predictor, name: str, quantile: float | None):
     return predictor, f"the point estimate of {name} (it has no interval)"
 
 
+def _relative_constraint(space, predictor, reference, args: argparse.Namespace) -> float:
+    """--faster-than: (1 - --faster-by) x the reference's point prediction, in the predictor's ms.
+    Predicted against predicted, so an offset the predictor shares across designs cancels."""
+    space.validate(reference, args.faster_than)
+    ref_ms = float(predictor.predict([reference])[0])
+    constraint = round((1.0 - args.faster_by) * ref_ms, 4)
+    print(f"--faster-than {args.faster_than}: predicted {ref_ms:.4g} ms; constraint {1 - args.faster_by:g} x that = "
+          f"{constraint:g} ms", flush=True)
+    return constraint
+
+
 def _verify_target(args: argparse.Namespace, predictor):
     """The device `--verify` times: --device, else the device the predictor file was fit for."""
     name = args.device or getattr(predictor, "device", "")
@@ -235,6 +266,7 @@ def _verify(result, latency, space, target, args: argparse.Namespace, held: str,
     import dataclasses
 
     from hat.latency.verify import Candidate, measure_function, runs_here, this_machine, verify, write_verify_csv
+    from hat.space import load_subconfig
 
     ok, why = runs_here(target)
     if not ok:
@@ -242,16 +274,27 @@ def _verify(result, latency, space, target, args: argparse.Namespace, held: str,
               f"predictor's: {meta['guarantee']}")
         return result, {**meta, "verify": f"not measured: device {target.name} is not this machine ({why})"}
     feas = sorted((e for e in result.evaluated if e.latency <= result.constraint), key=lambda e: (e.score, e.latency))
-    cands = [Candidate(e.cfg, e.score, *latency.interval(e.cfg)) for e in feas[:args.verify]]
     measure, protocol = measure_function(target, space)
-    print(f"--verify: timing the {len(cands)} best feasible candidates on this machine ({target.name}'s protocol, "
-          f"{args.verify_rounds} interleaved rounds)", flush=True)
-    chosen = verify(cands, result.constraint, measure, args.verify_rounds, log=lambda s: print(f"  {s}", flush=True))
-    write_verify_csv(paths["verify"], cands, chosen, result.constraint)
+    reference = load_subconfig(args.faster_than) if args.faster_than else None
+    against = (f"{1 - args.faster_by:g} x {args.faster_than}, timed in the same rounds" if reference is not None
+               else f"{result.constraint:g} ms")
+    cands: list = []
+    chosen = None
+    for start in range(0, min(len(feas), args.verify * args.verify_batches), args.verify):
+        batch = [Candidate(e.cfg, e.score, *latency.interval(e.cfg)) for e in feas[start:start + args.verify]]
+        print(f"--verify: timing feasible candidates {start + 1}-{start + len(batch)} (best score first) on this "
+              f"machine against {against} ({target.name}'s protocol, {args.verify_rounds} interleaved rounds)",
+              flush=True)
+        chosen = verify(batch, result.constraint, measure, args.verify_rounds, log=lambda s: print(f"  {s}", flush=True),
+                        reference=reference, faster_by=args.faster_by)
+        cands += batch
+        if chosen is not None:
+            break
+    write_verify_csv(paths["verify"], cands, chosen)
     if chosen is None:
         medians = ", ".join(f"{c.measured.median:.4g}" for c in cands)
         raise HatError(f"--verify {args.verify}: none of the {len(cands)} best candidates measured within "
-                       f"{result.constraint:g} ms (medians {medians} ms; {paths['verify']}); raise --verify or "
+                       f"{against} (medians {medians} ms; {paths['verify']}); raise --verify or --verify-batches or "
                        "--constraint-quantile, or relax the constraint")
     result = dataclasses.replace(result, best=chosen.cfg, best_score=chosen.score, best_latency=latency(chosen.cfg))
     meta = _latency_metadata(result, latency, args, held)
@@ -261,7 +304,14 @@ def _verify(result, latency, space, target, args: argparse.Namespace, held: str,
                         "candidates_measured": len(cands), "machine": this_machine(), "protocol": protocol,
                         "log": str(paths["verify"])}
     meta["guarantee"] = (f"measured on this machine: median {m.median:.4g} ms (range {m.low:.4g}-{m.high:.4g}) of "
-                         f"{len(m.rounds)} interleaved rounds <= {result.constraint:g} ms")
+                         f"{len(m.rounds)} interleaved rounds <= {chosen.limit_ms:.4g} ms")
+    if chosen.reference is not None:
+        r = chosen.reference
+        meta["measured"]["reference"] = {"path": str(args.faster_than), "median_ms": round(r.median, 4),
+                                         "low_ms": round(r.low, 4), "high_ms": round(r.high, 4),
+                                         "ratio": round(m.median / r.median, 4)}
+        meta["guarantee"] += (f" = {1 - args.faster_by:g} x {args.faster_than}'s {r.median:.4g} ms "
+                              f"(range {r.low:.4g}-{r.high:.4g}), faster beyond the spread")
     return result, meta
 
 

@@ -4,8 +4,11 @@ A predictor's point estimate is wrong by ~10 % on a shared machine, so a subnet 
 60 ms can measure 67 ms. When the target device is this machine, the N best candidates the
 search found feasible are timed with the device's full protocol in interleaved rounds
 (`hat.latency.compare.measure_interleaved`: A B C, A B C, ..., so drift hits them alike) and the
-best-scored one whose median meets the constraint is returned. A device elsewhere (a Raspberry Pi
-searched on a workstation) cannot be timed here: its guarantee is the predictor's interval.
+best-scored one whose median meets the constraint is returned. With a reference model (`hat search
+--faster-than REF.yml`) the constraint is relative: the reference is timed in the same rounds and a
+candidate must be faster than it by the margin and beyond the spread, which is what a comparison
+made later on the same machine will see. A device elsewhere (a Raspberry Pi searched on a
+workstation) cannot be timed here: its guarantee is the predictor's interval.
 """
 from __future__ import annotations
 
@@ -62,25 +65,41 @@ class Candidate:
     lower_ms: float | None = None
     upper_ms: float | None = None
     measured: Spread | None = None
+    limit_ms: float | None = None  # the measured median it had to meet (set by `verify`)
+    reference: Spread | None = None  # the reference timed in the same rounds, if any
 
-    def meets(self, constraint: float) -> bool:
-        return self.measured is not None and self.measured.median <= constraint
+    def meets(self, constraint: float | None = None) -> bool:
+        """Measured within `constraint` (default: the limit `verify` set); with a reference, also
+        faster than it beyond the spread."""
+        limit = self.limit_ms if constraint is None else constraint
+        if self.measured is None or limit is None or self.measured.median > limit:
+            return False
+        return self.reference is None or self.measured.faster_than(self.reference)
 
 
 def verify(candidates: Sequence[Candidate], constraint: float, measure: Callable[[SubConfig], Mapping[str, Any]],
-           rounds: int = 5, log: Callable[[str], None] | None = None) -> Candidate | None:
-    """Time `candidates` (best score first) in `rounds` interleaved rounds; the first whose
-    median meets `constraint`, or None when none does. Each candidate gets its `measured` spread."""
+           rounds: int = 5, log: Callable[[str], None] | None = None, reference: SubConfig | None = None,
+           faster_by: float = 0.0) -> Candidate | None:
+    """Time `candidates` (best score first) in `rounds` interleaved rounds; the first that meets
+    `constraint`, or None when none does. Each candidate gets its `measured` spread.
+
+    With `reference`, it is timed in the same rounds and the limit is (1 - faster_by) x its median
+    (not `constraint`), plus "faster beyond the spread" (`Spread.faster_than`)."""
     names = {f"#{i + 1}": c for i, c in enumerate(candidates)}
-    spreads = measure_interleaved(measure, {n: c.cfg for n, c in names.items()}, rounds=rounds, log=log)
+    configs = {n: c.cfg for n, c in names.items()}
+    if reference is not None:
+        configs["reference"] = reference
+    spreads = measure_interleaved(measure, configs, rounds=rounds, log=log)
+    ref = spreads.get("reference") if reference is not None else None
     for n, c in names.items():
-        c.measured = spreads[n]
-    return next((c for c in candidates if c.meets(constraint)), None)
+        c.measured, c.reference = spreads[n], ref
+        c.limit_ms = constraint if ref is None else (1.0 - faster_by) * ref.median
+    return next((c for c in candidates if c.meets()), None)
 
 
-def write_verify_csv(path: str | Path, candidates: Sequence[Candidate], chosen: Candidate | None,
-                     constraint: float) -> None:
-    """One row per verified candidate: predicted interval, measured median and range, the rounds."""
+def write_verify_csv(path: str | Path, candidates: Sequence[Candidate], chosen: Candidate | None) -> None:
+    """One row per verified candidate: predicted interval, measured median and range, the rounds,
+    the limit it had to meet and the reference's spread (when the constraint was relative)."""
     import csv  # noqa: PLC0415
     import json  # noqa: PLC0415
 
@@ -93,12 +112,15 @@ def write_verify_csv(path: str | Path, candidates: Sequence[Candidate], chosen: 
     with atomic_open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["rank", "score", "predicted_ms", "lower_ms", "upper_ms", "measured_median_ms", "measured_low_ms",
-                    "measured_high_ms", "measured_rounds_ms", "meets_constraint", "chosen", "summary", "config_json"])
+                    "measured_high_ms", "measured_rounds_ms", "limit_ms", "reference_median_ms", "reference_low_ms",
+                    "reference_high_ms", "meets_constraint", "chosen", "summary", "config_json"])
         for i, c in enumerate(candidates, start=1):
             m = c.measured
             w.writerow([i, f"{c.score:.6g}", ms(c.predicted_ms), ms(c.lower_ms), ms(c.upper_ms),
                         ms(m and m.median), ms(m and m.low), ms(m and m.high),
-                        " ".join(f"{v:.3f}" for v in (m.rounds if m else ())), int(c.meets(constraint)),
+                        " ".join(f"{v:.3f}" for v in (m.rounds if m else ())), ms(c.limit_ms),
+                        ms(c.reference and c.reference.median), ms(c.reference and c.reference.low),
+                        ms(c.reference and c.reference.high), int(c.meets()),
                         int(c is chosen), describe(c.cfg), json.dumps(c.cfg.to_dict(), separators=(",", ":"))])
 
 

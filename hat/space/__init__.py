@@ -14,6 +14,7 @@ from hat.space.config import (
     encoder_layers_attended,
     ende_attn_count,
     load_subconfig,
+    load_subconfig_metadata,
     save_subconfig,
 )
 from hat.space.cost import (
@@ -30,6 +31,6 @@ from hat.space.design import DesignSpace, available_spaces, load_space
 __all__ = [
     "ALL_FIELDS", "HAT_FEATURE_NAMES", "HAT_FEATURE_NORM", "LAYER_FIELDS_DEC", "LAYER_FIELDS_ENC", "SCALAR_FIELDS",
     "DesignSpace", "SubConfig", "available_spaces", "describe", "encoder_layers_attended", "ende_attn_count",
-    "features_full", "features_hat", "hat_raw_features", "load_space", "load_subconfig", "macs", "num_params",
+    "features_full", "features_hat", "hat_raw_features", "load_space", "load_subconfig", "load_subconfig_metadata", "macs", "num_params",
     "save_subconfig",
 ]

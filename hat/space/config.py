@@ -147,6 +147,15 @@ def load_subconfig(path: str | Path) -> SubConfig:
     return SubConfig.from_dict(data, source=str(path))
 
 
+def load_subconfig_metadata(path: str | Path) -> dict[str, Any]:
+    """The `metadata:` mapping that `save_subconfig(..., metadata=...)` wrote ({} when none)."""
+    data = read_yaml(Path(path))
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    if meta is not None and not isinstance(meta, dict):
+        raise ConfigError(f"{path}: metadata must be a mapping, got {type(meta).__name__}")
+    return meta or {}
+
+
 def save_subconfig(cfg: SubConfig, path: str | Path, hat_format: bool = False, space: "DesignSpace | None" = None,
                    metadata: dict[str, Any] | None = None) -> None:
     """Our YAML (or HAT's, `hat_format`); with `metadata` (ours only), `{subconfig: ..., metadata: ...}`,
