@@ -47,6 +47,10 @@ def test_constraints_are_shares_of_the_largest_unless_one_falls_below_the_smalle
     cs, rule = latency_constraints((0.5, 0.7), 177.0, 93.9)
     assert cs == [135.4, 152.1] and "from the smallest subnet's predicted 93.9 ms" in rule
     assert all(c > 93.9 for c in cs) and cs == sorted(set(cs))
+    # the smallest at 0.42x the largest: the tightest is raised to leave room below a hand design
+    cs, rule = latency_constraints((0.45, 0.52), 82.4, 34.2, room=1.12)
+    assert cs == [38.3, 42.8] and "the tightest raised to 1.12x the smallest subnet's predicted 34.2 ms" in rule
+    assert latency_constraints((0.45, 0.52), 82.4, 30.0, room=1.12)[0] == [37.1, 42.8]  # room enough already
 
 
 def test_interleaved_rounds_alternate_models_and_spreads_decide_wins():
