@@ -68,10 +68,10 @@ QUICK = Budget(0.5, 0.15, 1024, 5, 24, 3, 8, 2, 3, 2, 32, (0.5, 0.7), 50, 1, 2, 
 QUICK_VALID = 64  # validation sentences of the quick demo's training stages
 SCRATCH_WARMUP = 200  # the tiny-cpu recipe's warm-up, for every model trained from scratch
 FASTER_BY = 0.05  # the tightest search: this much faster than the hand design, beyond the spread
-# Fine-tuning: the recipe's peak LR again, no distillation. A teacher forward per step halves the
+# Fine-tuning: twice the recipe's peak LR, no distillation. A teacher forward per step halves the
 # updates a wall-clock budget buys, and on this budget the updates are worth more than the teacher
 # (benchmarks/RESULTS.md, "fine-tuning"); `sampling.distill=true` stays an option for long runs.
-FINETUNE = ["lr=1.0e-3", "warmup_updates=20"]
+FINETUNE = ["lr=2.0e-3", "warmup_updates=20"]
 CORPORA = {"sample": "the bundled sample (LibreOffice help de-en)", "debian": "Debian de-en"}  # by meta.json's corpus
 
 EXAMPLES = """examples:
