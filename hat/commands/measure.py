@@ -129,9 +129,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--reference-every {args.reference_every}: must be >= 0 (0: no drift reference)")
     shard = parse_shard(args.shard)
     protocol = Protocol.from_device(device, space, **{k: getattr(args, k) for k in Protocol.__dataclass_fields__})
-    clash = predictor_clash(device, protocol)
-    if clash:
-        print(clash, file=sys.stderr, flush=True)
     mp = meta_path(args.out)
     meta = {"device": device.name, "device_description": device.description, "space": space.name,
             "super": space.to_dict()["super"], "protocol": protocol.to_dict(), "seed": args.seed,
@@ -158,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"measure: {len(seq) - len(todo)} of {len(seq)} configs already in {args.out}; measuring {len(todo)} "
               f"({meta['environment']['cpu']}, {meta['environment']['threads']} thread(s), {protocol.backend})",
               file=sys.stderr)
+        clash = predictor_clash(device, protocol)  # once the input is known good: a refusal stays one line
+        if clash:
+            print(clash, file=sys.stderr, flush=True)
         if not todo:
             return 0
         sizes = sorted(todo, key=lambda c: num_params(c, space))  # the ETA: a config of middle size, timed
