@@ -7,6 +7,9 @@ go to stdout and P.metrics.json, a predicted-vs-measured scatter to P.scatter.pn
 predictions with the interval (test-row order) to --predictions-out. `--transfer-from SRC.pt`
 adapts a predictor fit on another device to the rows of --data (a few dozen are enough).
 `--drift-correct` rescales each row by the drift reference `hat measure` recorded with it.
+The predictor file records how the training latencies were timed (the CSV's .meta.json protocol:
+timer, backend, threads, lengths, beam, runs), so tools that measure can say when they time
+something else (`hat.latency.provenance`).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from hat.files import atomic_open, atomic_write_text, save_figure
 from hat.latency.dataset import LatencyData, check_rows_in_space, correct_drift, read_latency_csv
 from hat.latency.devices import resolve_device
 from hat.latency.estimate import context_for
+from hat.latency.provenance import describe as describe_protocol
 from hat.latency.predictors import (DEFAULT_LEVEL, MODELS, Context, Predictor, check_transfer_source, fit, load_predictor,
                                     metrics, model_class, split_indices, transfer)
 from hat.space import DesignSpace, load_space
@@ -151,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     m.update({"model": pred.name, "feature_set": pred.feature_set, "level": args.level,
               "train_rows": pred.state["calib_rows"] if pred.name == "analytic" else len(train), "data": args.data,
               "test": args.test or f"{args.data} (80/10/10 split, seed {args.seed})",
-              "transfer_from": args.transfer_from, "drift_corrected": args.drift_correct,
+              "transfer_from": args.transfer_from, "drift_corrected": args.drift_correct, "protocol": pred.protocol,
               "interval_calibration": f"{pred.interval['method']}, "
               f"{len(pred.interval['ratios'])} out-of-sample ratios"})
     stem = out.with_suffix("") if out.suffix else out
@@ -162,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(f"{stem}.metrics.json", json.dumps(m, indent=1))
     how = f"adapted from {args.transfer_from}, " if args.transfer_from else ""
     print(f"{pred.name} ({how}{pred.feature_set} features, {used}) -> {out}")
+    print(f"training latencies timed with: {describe_protocol(pred.protocol)}")
     print(f"test ({len(test)} rows): RMSE {m['rmse_ms']:.3f} ms  MAPE {m['mape_pct']:.2f}%  Kendall tau "
           f"{m['kendall_tau']:.3f}  within 10% {m['within10_pct']:.1f}%")
     print(f"{args.level:.0%} interval ({m['interval_calibration']}): coverage {m['coverage_pct']:.1f}% of test rows, "

@@ -1,22 +1,34 @@
-"""`hat info CONFIG.yml --space NAME|FILE [--json]`: validate a SubConfig and print its size."""
+"""`hat info CONFIG.yml --space NAME|FILE [--json]`: validate a SubConfig and print its size.
+
+`hat info P.pt` describes a latency predictor (model, device, space, interval and how its training
+latencies were timed); `hat info --device NAME` a device's protocol and its predictor, with a
+warning when the two were timed differently.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import Any
 
+from hat.errors import HatError
 from hat.space import describe, load_space, load_subconfig, macs, num_params
 
 EXAMPLES = """examples:
   hat info hat/configs/subnets/hat_raspberrypi_3.5s.yml --space wmt14.en-de
   hat info search/subnet.yml --space tiny --json
+  hat info --device cpu-2core        # its protocol, its predictor and how that was timed
+  hat info lat.pt                    # a predictor file from `hat fit-predictor`
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="validate a SubConfig YAML (ours or HAT's) and print params/MACs",
-                       epilog=EXAMPLES)
-    p.add_argument("config", help="SubConfig YAML (our keys or HAT's *-subtransformer keys)")
-    p.add_argument("--space", required=True, help="shipped space name (e.g. wmt14.en-de) or a space YAML file")
+    p = sub.add_parser("info", help="validate a SubConfig YAML (ours or HAT's) and print params/MACs; describe a "
+                       "latency predictor (.pt) or a device (--device)", epilog=EXAMPLES)
+    p.add_argument("config", nargs="?", help="SubConfig YAML (our keys or HAT's *-subtransformer keys), or a latency "
+                                             "predictor file (.pt)")
+    p.add_argument("--space", help="shipped space name (e.g. wmt14.en-de) or a space YAML file (needed for a SubConfig)")
+    p.add_argument("--device", help="describe this device (name or YAML) and its latency predictor")
     p.add_argument("--src-len", type=int, default=30, help="source length for MACs (HAT: 30; IWSLT 23)")
     p.add_argument("--tgt-len", type=int, default=30, help="decoder steps for MACs")
     p.add_argument("--normalize-before", action="store_true", help="count the pre-norm final LayerNorms")
@@ -25,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.device or (args.config and Path(args.config).suffix == ".pt"):
+        return _latency_info(args)
+    if not args.config:
+        raise HatError("give a SubConfig YAML (with --space), a predictor file (.pt) or --device NAME")
+    if not args.space:
+        raise HatError(f"{args.config}: --space is required for a SubConfig (e.g. --space tiny)")
     space = load_space(args.space)
     cfg = space.validate(load_subconfig(args.config), source=args.config)
     params = num_params(cfg, space, args.normalize_before)
@@ -40,4 +58,54 @@ def run(args: argparse.Namespace) -> int:
           f"self heads {list(cfg.decoder_self_attention_heads)}, ende heads {list(cfg.decoder_ende_attention_heads)}, "
           f"arbitrary {list(cfg.decoder_arbitrary_ende_attn)}")
     print(f"summary     {describe(cfg)}")
+    return 0
+
+
+def _latency_info(args: argparse.Namespace) -> int:
+    from hat.latency.devices import resolve_device  # noqa: PLC0415
+    from hat.latency.measure import Protocol  # noqa: PLC0415
+    from hat.latency.predictors import load_predictor  # noqa: PLC0415
+    from hat.latency.provenance import describe as describe_protocol  # noqa: PLC0415
+    from hat.latency.provenance import predictor_warning  # noqa: PLC0415
+
+    if args.device and args.config:
+        raise HatError("give a predictor file or --device, not both")
+    space = load_space(args.space) if args.space else None
+    spec = resolve_device(args.device) if args.device else None
+    path = args.config or (spec.predictor_path() if spec.predictor else None)
+    pred = load_predictor(path, space) if path else None
+    out: dict[str, Any] = {}
+    if spec is not None:
+        sp = space or (pred._space_obj() if pred is not None else None)  # the vocabulary default depends on it
+        proto = Protocol.from_device(spec, sp).to_dict()
+        if sp is None and "vocab_size" not in spec.protocol:
+            del proto["vocab_size"]  # depends on the space, which nothing names here
+        out["device"] = {"name": spec.name, "description": spec.description, "protocol": proto,
+                         "hardware": spec.hardware, "predictor": str(path) if path else None}
+    if pred is not None:
+        lo, hi = pred.bounds() if pred.interval and len(pred.interval["ratios"]) else (None, None)
+        out["predictor"] = {"path": str(path), "model": pred.name, "feature_set": pred.feature_set,
+                            "device": pred.device, "space": (pred.space or {}).get("name"), "lat_norm": pred.lat_norm,
+                            "interval_90": [lo, hi], "protocol": pred.protocol or "unknown"}
+    warning = predictor_warning(pred, out["device"]["protocol"], "the device's protocol", spec.name) \
+        if spec is not None and pred is not None else None
+    if warning:
+        out["warning"] = warning
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    if spec is not None:
+        print(f"device      {spec.name}: {spec.description}" + (f" (hardware: {spec.hardware})" if spec.hardware else ""))
+        print(f"protocol    {describe_protocol(out['device']['protocol'])}")
+        if pred is None:
+            print("predictor   none yet (`hat measure`, then `hat fit-predictor`)")
+    if pred is not None:
+        d = out["predictor"]
+        print(f"predictor   {path}: {pred.name}, {pred.feature_set} features, fit for device {pred.device or '?'}, "
+              f"space {d['space'] or '?'}")
+        if lo is not None:
+            print(f"interval    90 %: {lo:.3f}-{hi:.3f} x the point estimate ({pred.interval.get('method')})")
+        print(f"timed with  {describe_protocol(pred.protocol)}")
+    if warning:
+        print(warning)
     return 0

@@ -9,7 +9,8 @@ each row records the latest reference time (`reference_ms`), so `hat fit-predict
 --drift-correct` can divide out the machine's drift, and its run-to-run spread (`latency_std_ms`).
 Before measuring it prints an ETA (one config of middle size is timed first, with two runs).
 `--shard K/N` measures board K's share of the seeded list (see hat.latency.shards); `hat
-merge-latency` joins the boards' CSVs.
+merge-latency` joins the boards' CSVs. When the device's predictor was fit on latencies timed
+otherwise (another clock, lengths, beam), a warning says so: its ms and these rows differ.
 """
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ import random
 import sys
 
 from hat.commands.settings import Option, add_option, apply_settings, dataclass_options
-from hat.errors import ConfigError
+from hat.errors import ConfigError, HatError
 from hat.files import atomic_write_text, read_json
 from hat.latency.dataset import LatencyWriter, meta_path
-from hat.latency.devices import resolve_device
+from hat.latency.devices import DeviceSpec, resolve_device
 from hat.latency.measure import BACKENDS, TIMERS, Measurer, Protocol, environment
+from hat.latency.provenance import predictor_warning
 from hat.latency.shards import estimate_seconds, eta_line, parse_shard, shard_name, shard_of
 from hat.space import DesignSpace, SubConfig, hat_raw_features, load_space, macs, num_params
 
@@ -98,6 +100,20 @@ def config_sequence(space: DesignSpace, n: int, seed: int) -> list[SubConfig]:
     return seq
 
 
+def predictor_clash(device: DeviceSpec, protocol: Protocol) -> str | None:
+    """The warning line when the device's predictor was fit on latencies timed unlike `protocol`
+    (None too when the device has no predictor file: measuring does not need one)."""
+    from hat.latency.predictors import load_predictor  # noqa: PLC0415
+
+    if not device.predictor:
+        return None
+    try:
+        pred = load_predictor(device.predictor_path())
+    except HatError:
+        return None
+    return predictor_warning(pred, protocol.to_dict(), "hat measure", device.name)
+
+
 def run(args: argparse.Namespace) -> int:
     apply_settings(args, OPTIONS, "latency", "latency settings")
     for key in ("device", "space", "samples"):
@@ -139,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"measure: {len(seq) - len(todo)} of {len(seq)} configs already in {args.out}; measuring {len(todo)} "
               f"({meta['environment']['cpu']}, {meta['environment']['threads']} thread(s), {protocol.backend})",
               file=sys.stderr)
+        clash = predictor_clash(device, protocol)  # once the input is known good: a refusal stays one line
+        if clash:
+            print(clash, file=sys.stderr, flush=True)
         if not todo:
             return 0
         sizes = sorted(todo, key=lambda c: num_params(c, space))  # the ETA: a config of middle size, timed

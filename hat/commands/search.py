@@ -265,6 +265,7 @@ def _verify(result, latency, space, target, args: argparse.Namespace, held: str,
     constraint when measured, its metadata). A device elsewhere keeps the predicted guarantee."""
     import dataclasses
 
+    from hat.latency.provenance import predictor_warning
     from hat.latency.verify import Candidate, measure_function, runs_here, this_machine, verify, write_verify_csv
     from hat.space import load_subconfig
 
@@ -275,6 +276,9 @@ def _verify(result, latency, space, target, args: argparse.Namespace, held: str,
         return result, {**meta, "verify": f"not measured: device {target.name} is not this machine ({why})"}
     feas = sorted((e for e in result.evaluated if e.latency <= result.constraint), key=lambda e: (e.score, e.latency))
     measure, protocol = measure_function(target, space)
+    clash = predictor_warning(latency.predictor, protocol, "--verify", target.name)
+    if clash:
+        print(clash, flush=True)
     reference = load_subconfig(args.faster_than) if args.faster_than else None
     against = (f"{1 - args.faster_by:g} x {args.faster_than}, timed in the same rounds" if reference is not None
                else f"{result.constraint:g} ms")
@@ -302,7 +306,7 @@ def _verify(result, latency, space, target, args: argparse.Namespace, held: str,
     meta["measured"] = {"median_ms": round(m.median, 4), "low_ms": round(m.low, 4), "high_ms": round(m.high, 4),
                         "rounds_ms": [round(v, 4) for v in m.rounds], "candidate_rank": cands.index(chosen) + 1,
                         "candidates_measured": len(cands), "machine": this_machine(), "protocol": protocol,
-                        "log": str(paths["verify"])}
+                        "log": str(paths["verify"]), **({"warning": clash} if clash else {})}
     meta["guarantee"] = (f"measured on this machine: median {m.median:.4g} ms (range {m.low:.4g}-{m.high:.4g}) of "
                          f"{len(m.rounds)} interleaved rounds <= {chosen.limit_ms:.4g} ms")
     if chosen.reference is not None:

@@ -9,7 +9,8 @@ predictor has `predict_interval(cfgs, level)`.
 
 A saved predictor is a plain dict of tensors/numbers/strings (`torch.load(weights_only=True)`, no
 pickled classes) holding the model name, feature set, protocol context, lat-norm, device, design
-space, fitted state and calibration ratios.
+space, fitted state, calibration ratios and the measurement protocol of the training rows
+(`hat.latency.provenance`; files written before it was recorded load with it unknown).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 from hat.errors import CheckpointError, ConfigError, DataError
 from hat.files import check_fields, load_torch, save_torch
 from hat.latency.dataset import LatencyData
+from hat.latency.provenance import training_protocol
 from hat.registry import Registry
 from hat.space import DesignSpace, SubConfig, features_full, hat_raw_features
 
@@ -168,7 +170,8 @@ class Predictor:
 
     def __init__(self, feature_set: str = "hat10", context: Context | None = None, lat_norm: float = 100.0,
                  device: str = "", space: dict[str, Any] | None = None, state: dict[str, Any] | None = None,
-                 interval: dict[str, Any] | None = None, options: dict[str, Any] | None = None, source: str = "") -> None:
+                 interval: dict[str, Any] | None = None, options: dict[str, Any] | None = None, source: str = "",
+                 protocol: dict[str, Any] | None = None) -> None:
         unknown = sorted(set(options or {}) - set(self.OPTIONS))
         if unknown:
             raise ConfigError(f"predictor {self.name}: unknown option(s) {', '.join(unknown)} "
@@ -176,6 +179,7 @@ class Predictor:
         self.feature_set, self.context, self.lat_norm, self.device = feature_set, context or Context(), float(lat_norm), device
         self.space, self.state, self.interval, self.source = space, state or {}, interval, source
         self.options = {**self.OPTIONS, **(options or {})}
+        self.protocol = dict(protocol or {})  # how the training latencies were timed ({}: unknown)
 
     @property
     def model(self) -> str:
@@ -292,7 +296,7 @@ class Predictor:
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "model": self.name, "feature_set": self.feature_set, "context": self.context.to_dict(),
                 "lat_norm": float(self.lat_norm), "device": self.device, "space": self.space, "state": self.state,
-                "interval": self.interval, "options": self.options}
+                "interval": self.interval, "options": self.options, "protocol": self.protocol}
 
     def save(self, path: str | Path) -> None:
         save_torch(self.to_dict(), path)  # atomic: a failed write keeps the previous predictor
@@ -307,7 +311,8 @@ def fit(data: LatencyData, model: str = "default", space: DesignSpace | None = N
     if len(data) < 2:
         raise DataError(f"{data.path}: {len(data)} row(s), need at least 2 to fit a predictor")
     feature_set = "full" if (cls.USES_FULL and data.configs is not None and space is not None) else "hat10"
-    pred = cls(feature_set, context, lat_norm, device, None if space is None else space.to_dict(), options=options)
+    pred = cls(feature_set, context, lat_norm, device, None if space is None else space.to_dict(), options=options,
+               protocol=training_protocol(data.meta))
     rows, y = pred.rows_of(data), data.latency_ms
     pred._calibrate(rows, y, seed, lambda m, r, t: m._fit(r, t, seed))
     pred._fit(rows, y, seed)
@@ -341,7 +346,7 @@ def transfer(source: Predictor, data: LatencyData, context: Context | None = Non
         source.check_space(space)
     sp = source.space if source.feature_set == "full" else (None if space is None else space.to_dict())
     pred = type(source)(source.feature_set, context or source.context, lat_norm or source.lat_norm, device, sp,
-                        options=source.options)
+                        options=source.options, protocol=training_protocol(data.meta))
     rows, y = pred.rows_of(data), data.latency_ms
     pred._calibrate(rows, y, seed, lambda m, r, t: m._transfer(source, r, t, seed))
     pred._transfer(source, rows, y, seed)
@@ -362,11 +367,14 @@ def load_predictor(path: str | Path, space: DesignSpace | None = None) -> Predic
     check_fields(d, {"model": str, "feature_set": str, "context": dict, "lat_norm": (int, float), "device": str,
                      "space": (dict, type(None)), "state": dict, "interval": dict, "options": dict},
                  f"{path}: latency predictor", CheckpointError)
+    protocol = d.get("protocol", {})  # absent: written before the protocol was recorded
+    if not isinstance(protocol, dict):
+        raise CheckpointError(f"{path}: latency predictor field protocol is not a mapping")
     if d.get("model") not in PREDICTORS:
         raise CheckpointError(f"{path}: unknown predictor model {d.get('model')!r} (known: {', '.join(PREDICTORS)})")
     try:
         pred = PREDICTORS[d["model"]](d["feature_set"], Context(**d["context"]), d["lat_norm"], d["device"], d["space"],
-                                      d["state"], d["interval"], d["options"], str(path))
+                                      d["state"], d["interval"], d["options"], str(path), protocol)
     except (KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{path}: incomplete latency predictor ({type(e).__name__}: {e})") from None
     if space is not None:
