@@ -142,3 +142,18 @@ def test_bad_relative_constraints_refused(tmp_path, capsys, extra, needle):
     rc = main([*SEARCH, "--out", str(tmp_path / "s.yml"), *[paths.get(x, x) for x in extra]])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_subconfig_metadata_round_trips_and_bad_metadata_is_refused(tmp_path):
+    from hat.errors import ConfigError
+    from hat.space import load_subconfig_metadata
+
+    cfg = SPACE.smallest()
+    with_meta, plain, bad = tmp_path / "m.yml", tmp_path / "p.yml", tmp_path / "b.yml"
+    save_subconfig(cfg, with_meta, metadata={"latency": {"constraint_ms": 36.1}})
+    save_subconfig(cfg, plain)
+    assert load_subconfig_metadata(with_meta) == {"latency": {"constraint_ms": 36.1}}
+    assert load_subconfig_metadata(plain) == {} and load_subconfig(with_meta) == cfg
+    bad.write_text(yaml.safe_dump({"subconfig": cfg.to_dict(), "metadata": [1, 2]}))
+    with pytest.raises(ConfigError, match="b.yml: metadata must be a mapping"):
+        load_subconfig_metadata(bad)

@@ -228,9 +228,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
 
     space = load_space("tiny")
     predictor = load_predictor(lat_pt, space)
-    top = float(predictor.predict_one(space.largest()))
-    constraints, rule = latency_constraints(b.constraints, top, float(predictor.predict_one(space.smallest())),
-                                            room=HAND_ROOM)
+    top, low = float(predictor.predict_one(space.largest())), float(predictor.predict_one(space.smallest()))
+    constraints, rule = latency_constraints(b.constraints, top, low, room=HAND_ROOM)
 
     # 5. the hand design of the tightest class, then one search per constraint; the tightest is
     # "faster than hand by FASTER_BY", measured against hand in the same rounds (`--faster-than`)
@@ -242,7 +241,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     if not largest_yml.exists():
         save_subconfig(space.largest(), largest_yml)
     relative = (1 - FASTER_BY) * float(predictor.predict_one(load_subconfig(hand_yml))) > \
-        1.02 * float(predictor.predict_one(space.smallest()))  # else no room below hand: an absolute constraint
+        1.02 * low  # else no room below hand: an absolute constraint
     if relative:
         rule += f"; the tightest: {1 - FASTER_BY:g} x the hand-shrunk design's latency, measured against it"
     entries: list[Entry] = []

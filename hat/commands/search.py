@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         if rank == 0:
             meta = _latency_metadata(result, latency, args, held)
             if target is not None:
-                result, meta = _verify(result, latency, space, target, args, held, meta, paths)
+                result, meta = _verify(result, latency, space, target, args, held, meta, paths, reference)
             _write_outputs(result, space, paths, args, scorer.name, latency, meta)
             _print_summary(result, paths, args, wall, scorer, space, meta)
     finally:
@@ -260,14 +260,14 @@ def _verify_target(args: argparse.Namespace, predictor):
     return resolve_device(name)
 
 
-def _verify(result, latency, space, target, args: argparse.Namespace, held: str, meta: dict, paths: dict):
+def _verify(result, latency, space, target, args: argparse.Namespace, held: str, meta: dict, paths: dict,
+            reference=None):
     """Time the --verify best feasible candidates here; (result with the best that meets the
     constraint when measured, its metadata). A device elsewhere keeps the predicted guarantee."""
     import dataclasses
 
     from hat.latency.provenance import predictor_warning
     from hat.latency.verify import Candidate, measure_function, runs_here, this_machine, verify, write_verify_csv
-    from hat.space import load_subconfig
 
     ok, why = runs_here(target)
     if not ok:
@@ -279,7 +279,6 @@ def _verify(result, latency, space, target, args: argparse.Namespace, held: str,
     clash = predictor_warning(latency.predictor, protocol, "--verify", target.name)
     if clash:
         print(clash, flush=True)
-    reference = load_subconfig(args.faster_than) if args.faster_than else None
     against = (f"{1 - args.faster_by:g} x {args.faster_than}, timed in the same rounds" if reference is not None
                else f"{result.constraint:g} ms")
     cands: list = []

@@ -90,7 +90,7 @@ def verify(candidates: Sequence[Candidate], constraint: float, measure: Callable
     if reference is not None:
         configs["reference"] = reference
     spreads = measure_interleaved(measure, configs, rounds=rounds, log=log)
-    ref = spreads.get("reference") if reference is not None else None
+    ref = spreads.get("reference")
     for n, c in names.items():
         c.measured, c.reference = spreads[n], ref
         c.limit_ms = constraint if ref is None else (1.0 - faster_by) * ref.median
