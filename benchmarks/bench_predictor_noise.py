@@ -91,7 +91,7 @@ def comparison(f: Path, data: LatencyData, splits: list[int], init_splits: list[
         mp, mh = metrics(y, p), metrics(y, h)
         r = {"split": s, "default_mape": mp["mape_pct"], "hat_mlp_mape": mh["mape_pct"], "ratio": mp["mape_pct"] / mh["mape_pct"],
              "ratio_boot90": [lo, hi], "dtau": mp["kendall_tau"] - mh["kendall_tau"]}
-        if s in init_splits:
+        if s in init_splits and inits:
             v = [mh["mape_pct"]] + [mape(y, hat_mlp_test(f, data, s, i, steps, cache)) for i in inits]
             r["hat_mlp_mape_by_init"] = dict(zip([s, *inits], v))
         rows.append(r)
