@@ -209,7 +209,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     if stage_needed("train the tiny SuperTransformer", super_dir / "DONE"):
         timed("super", _hat, ["train", *common, f"save_dir={super_dir}", "sampling.policy=uniform",
                               f"budget_minutes={b.super_minutes}", f"warmup_updates={b.super_warmup}",
-                              "validate_interval=400", "save_interval=400"])
+                              "validate_interval=400", "save_interval=400", "save_interval_minutes=1"])
         (super_dir / "DONE").touch()
         finished(super_dir)
     ledger.record_run("super", super_dir)
@@ -274,7 +274,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
             timed(key, _hat, ["train", *common, f"save_dir={e.save_dir}", "sampling.policy=fixed",
                               f"sampling.subnet={e.cfg_path}", f"init_from={ckpt}", *FINETUNE,
                               f"budget_minutes={b.finetune_minutes}", "validate_interval=100000",
-                              "save_interval=100000"])
+                              "save_interval=100000", "save_interval_minutes=1"])
             (e.save_dir / "DONE").touch()
             finished(e.save_dir)
         ledger.record_run(e.slug, e.save_dir)
@@ -299,7 +299,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
                 timed("baselines", _hat, ["train", *common, f"save_dir={e.save_dir}", "sampling.policy=fixed",
                                           f"sampling.subnet={cfg_path}", f"warmup_updates={SCRATCH_WARMUP}",
                                           f"budget_minutes={budget['per_model_s'] / 60:.4f}",
-                                          "validate_interval=100000", "save_interval=100000"])
+                                          "validate_interval=100000", "save_interval=100000",
+                                          "save_interval_minutes=1"])
                 (e.save_dir / "DONE").touch()
                 finished(e.save_dir)
             ledger.record_run(e.slug, e.save_dir)
