@@ -136,6 +136,22 @@ def measure_function(spec: DeviceSpec, space: Any) -> tuple[Callable[[SubConfig]
     return measurer.measure, protocol.to_dict()
 
 
+def prediction_bias(candidates: Sequence[Candidate], reference_ms: float | None = None) -> float:
+    """How far timed candidates measured over their predictions: the largest measured / predicted
+    (with a reference: measured share of the reference's time in the same rounds / predicted share,
+    `reference_ms` being its prediction). Near the constraint a predictor's error is systematic (the
+    best-scoring candidates are alike), so the next candidates worth timing are those this factor
+    still keeps within it."""
+    ratios = []
+    for c in candidates:
+        if c.measured is None or c.predicted_ms <= 0:
+            continue
+        measured = c.measured.median / c.reference.median if c.reference is not None else c.measured.median
+        predicted = c.predicted_ms / reference_ms if c.reference is not None and reference_ms else c.predicted_ms
+        ratios.append(measured / predicted)
+    return max(ratios, default=1.0)
+
+
 def latency_metadata(result: Any, latency: Any, device: str, held: str) -> dict:
     """What the output YAML says about a search result's chosen subnet (`result.best`, a
     `hat.search.SearchResult`) and its latency under `latency` (a `hat.latency.estimate.Latency`),
@@ -156,7 +172,10 @@ def verify_search(result: Any, latency: Any, space: Any, target: DeviceSpec, *, 
     """`hat search --verify`: time the search's best feasible candidates (`count` at a time, best
     score first, up to `batches` batches) here with `target`'s full protocol and return (the result
     with the best that meets the constraint when measured, its `latency_metadata` plus what was
-    measured). A device that cannot be timed here keeps the predicted guarantee. None measuring
+    measured). After a batch that measured over its predictions, the next batch is the best-scoring
+    candidates still within the constraint after that `prediction_bias`: re-ranking by the bias the
+    device showed, not trying the next near-identical candidates at the limit. A device that cannot
+    be timed here keeps the predicted guarantee. None measuring
     within the constraint is a HatError (one line)."""
     from hat.latency.provenance import predictor_warning  # noqa: PLC0415
 
@@ -173,17 +192,26 @@ def verify_search(result: Any, latency: Any, space: Any, target: DeviceSpec, *, 
         log(clash)
     against = (f"{1 - faster_by:g} x {reference_name}, timed in the same rounds" if reference is not None
                else f"{result.constraint:g} ms")
+    ref_ms = latency.interval(reference)[0] if reference is not None else None
+    left = [Candidate(e.cfg, e.score, *latency.interval(e.cfg)) for e in feas]
     cands: list[Candidate] = []
-    chosen = None
-    for start in range(0, min(len(feas), count * batches), count):
-        batch = [Candidate(e.cfg, e.score, *latency.interval(e.cfg)) for e in feas[start:start + count]]
-        log(f"--verify: timing feasible candidates {start + 1}-{start + len(batch)} (best score first) on this "
-            f"machine against {against} ({target.name}'s protocol, {rounds} interleaved rounds)")
+    chosen, bias = None, 1.0
+    for _ in range(batches):
+        # after a batch measured over its predictions, skip candidates that the same bias puts over the limit
+        fit = [c for c in left if c.predicted_ms * bias <= result.constraint]
+        batch = (fit or left)[:count]
+        if not batch:
+            break
+        left = [c for c in left if all(c is not b for b in batch)]
+        log(f"--verify: timing feasible candidates {len(cands) + 1}-{len(cands) + len(batch)} (best score first"
+            f"{f', predicted within the constraint after a x{bias:.3f} correction' if fit and bias > 1 else ''}) on "
+            f"this machine against {against} ({target.name}'s protocol, {rounds} interleaved rounds)")
         chosen = verify(batch, result.constraint, measure, rounds, log=lambda s: log(f"  {s}"),
                         reference=reference, faster_by=faster_by)
         cands += batch
         if chosen is not None:
             break
+        bias = max(bias, prediction_bias(cands, ref_ms))
     write_verify_csv(csv_path, cands, chosen)
     if chosen is None:
         medians = ", ".join(f"{c.measured.median:.4g}" for c in cands)
@@ -195,7 +223,8 @@ def verify_search(result: Any, latency: Any, space: Any, target: DeviceSpec, *, 
     m = chosen.measured
     meta["measured"] = {"median_ms": round(m.median, 4), "low_ms": round(m.low, 4), "high_ms": round(m.high, 4),
                         "rounds_ms": [round(v, 4) for v in m.rounds], "candidate_rank": cands.index(chosen) + 1,
-                        "candidates_measured": len(cands), "machine": this_machine(), "protocol": protocol,
+                        "candidates_measured": len(cands), "prediction_bias": round(bias, 4),
+                        "machine": this_machine(), "protocol": protocol,
                         "log": str(csv_path), **({"warning": clash} if clash else {})}
     meta["guarantee"] = (f"measured on this machine: median {m.median:.4g} ms (range {m.low:.4g}-{m.high:.4g}) of "
                          f"{len(m.rounds)} interleaved rounds <= {chosen.limit_ms:.4g} ms")
@@ -209,5 +238,5 @@ def verify_search(result: Any, latency: Any, space: Any, target: DeviceSpec, *, 
     return result, meta
 
 
-__all__ = ["Candidate", "latency_metadata", "measure_function", "runs_here", "this_machine", "verify",
+__all__ = ["Candidate", "latency_metadata", "measure_function", "prediction_bias", "runs_here", "this_machine", "verify",
            "verify_search", "write_verify_csv"]
