@@ -126,6 +126,19 @@ def test_verify_goes_on_to_the_next_batch(tmp_path, monkeypatch):
     assert rc == 2
 
 
+def test_verify_says_when_the_machine_runs_far_slower_than_the_predictor(tmp_path, monkeypatch, capsys):
+    def fake_measure_function(spec, space):
+        return (lambda cfg: _row(500.0)), {"runs": 2}  # a loaded machine: every subnet ~10x its prediction
+
+    monkeypatch.setattr(hat.latency.verify, "measure_function", fake_measure_function)
+    rc = main([*SEARCH, "--latency-constraint", "60", "--out", str(tmp_path / "s.yml"), "--verify", "2",
+               "--verify-rounds", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "none of the 6 best candidates measured within 60 ms" in err[0]
+    assert "x their predictions, so this machine differs from the predictor's rows" in err[0]
+
+
 def test_prediction_bias_is_the_worst_measured_over_predicted_ratio():
     a = Candidate(SPACE.smallest(), 1.0, 40.0, measured=Spread.of([42.0, 44.0, 43.0]))
     b = Candidate(SPACE.largest(), 2.0, 80.0, measured=Spread.of([80.0]))

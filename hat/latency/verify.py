@@ -215,9 +215,11 @@ def verify_search(result: Any, latency: Any, space: Any, target: DeviceSpec, *, 
     write_verify_csv(csv_path, cands, chosen)
     if chosen is None:
         medians = ", ".join(f"{c.measured.median:.4g}" for c in cands)
+        slow = (f"; they ran up to {bias:.2f}x their predictions{' relative to the reference' if ref_ms else ''}"
+                f", so this machine differs from the predictor's rows (load, clock, another device)" if bias > 1.5 else "")
         raise HatError(f"--verify {count}: none of the {len(cands)} best candidates measured within "
-                       f"{against} (medians {medians} ms; {csv_path}); raise --verify or --verify-batches or "
-                       "--constraint-quantile, or relax the constraint")
+                       f"{against} (medians {medians} ms; {csv_path}){slow}; raise --verify or --verify-batches "
+                       "or --constraint-quantile, or relax the constraint")
     result = dataclasses.replace(result, best=chosen.cfg, best_score=chosen.score, best_latency=latency(chosen.cfg))
     meta = latency_metadata(result, latency, device, held)
     m = chosen.measured
