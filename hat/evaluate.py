@@ -204,32 +204,31 @@ def _decode_and_score(
     hyps: Sequence[str] | None,
     what: str,
     *,
-    beam: int = 4,
-    lenpen: float = 0.6,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
-    max_tokens: int = 4096,
-    max_sentences: int | None = None,
     tokenized: bool = False,
     tok: str = "13a",
     compound: bool | None = None,
+    **decoding,
 ) -> tuple[dict, list[str]]:
     """`decode(**decoding options)` -> (hypotheses, sources cut to fit), unless `hyps` are given,
-    and `score` against `refs`."""
+    and `score` against `refs`. `decoding`: `hat.model.generate.Decoding`'s fields (an unknown
+    keyword is a TypeError)."""
     import time
+    from dataclasses import asdict
 
+    from hat.model.generate import Decoding
+
+    d = Decoding(**decoding)
     t0 = time.time()
     truncated = 0
     if hyps is None:
-        hyps, truncated = decode(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
-                                 max_tokens=max_tokens, max_sentences=max_sentences)
+        hyps, truncated = decode(**asdict(d))
     else:
         hyps = list(hyps)
         if len(hyps) != len(refs):
             raise DataError(f"{len(hyps)} hypotheses for {what}")
     elapsed = time.time() - t0
     res = score(hyps, refs, origins, tokenized=tokenized, tok=tok, compound=True if compound is None else compound)
-    res.update({"beam": beam, "lenpen": lenpen, "max_len_a": max_len_a, "max_len_b": max_len_b,
+    res.update({"beam": d.beam, "lenpen": d.lenpen, "max_len_a": d.max_len_a, "max_len_b": d.max_len_b,
                 "seconds": round(elapsed, 3), "truncated_sources": truncated})
     return res, hyps
 

@@ -14,7 +14,9 @@ import hat.latency.verify
 from hat.cli import main
 from hat.latency.estimate import ConstraintBound, Latency
 from hat.latency.predictors import predictor_for_device
-from hat.latency.verify import Candidate, verify
+from hat.errors import HatError
+from hat.latency.devices import DeviceSpec
+from hat.latency.verify import Candidate, verify, verify_search
 from hat.space import load_space, load_subconfig
 
 SPACE = load_space("tiny")
@@ -104,6 +106,44 @@ def test_verify_measures_interleaved_and_returns_the_best_that_meets():
     assert chosen is cands[1] and chosen.measured.median == 52.0 and chosen.measured.high == 65.0
     assert not cands[0].meets(60.0) and cands[2].meets(60.0)
     assert verify(cands[:1], 60.0, lambda cfg: _row(80.0), rounds=2) is None
+
+
+class _Fixed:
+    """A predictor of fixed ms per config (no interval)."""
+
+    def __init__(self, ms: dict) -> None:
+        self.ms = ms
+
+    def predict(self, cfgs):
+        return np.array([self.ms[c] for c in cfgs])
+
+
+def test_verify_search_takes_batches_best_score_first_and_refuses_when_none_meets(tmp_path, monkeypatch):
+    from hat.search.evolution import Evaluated, SearchResult
+
+    cfgs = [SPACE.largest(), SPACE.smallest(), *(SPACE.sample(__import__("random").Random(i)) for i in range(3))]
+    cfgs = list(dict.fromkeys(cfgs))[:4]
+    assert len(cfgs) == 4
+    ms = dict(zip(cfgs, (50.0, 40.0, 30.0, 99.0)))  # the last is predicted over the constraint: never timed
+    evaluated = [Evaluated(c, ms[c], float(s)) for s, c in zip((3, 1, 2, 0), cfgs)]
+    result = SearchResult("evolution", cfgs[3], 0.0, 99.0, evaluated, [], [], 4, 1.0, 60.0)
+    measured = {cfgs[0]: 55.0, cfgs[1]: 70.0, cfgs[2]: 65.0}  # by score: cfgs[1], cfgs[2] over; then cfgs[0] within
+    monkeypatch.setattr(hat.latency.verify, "measure_function", lambda spec, space: (
+        lambda cfg: _row(measured[cfg]), {"runs": 1}))
+    lines: list[str] = []
+    kw = dict(device="here", held="the point estimate", count=2, rounds=1, csv_path=tmp_path / "v.csv",
+              log=lines.append)
+    latency = Latency(_Fixed(ms), "fixed")
+    best, meta = verify_search(result, latency, SPACE, DeviceSpec("here"), batches=2, **kw)
+    assert best.best == cfgs[0] and best.best_score == 3.0 and best.best_latency == 50.0
+    assert meta["measured"]["candidate_rank"] == 3 and meta["measured"]["candidates_measured"] == 3
+    assert meta["guarantee"].startswith("measured on this machine: median 55 ms") and meta["device"] == "here"
+    assert [r["chosen"] for r in csv.DictReader(open(tmp_path / "v.csv"))] == ["0", "0", "1"]
+    assert sum(ln.startswith("--verify: timing") for ln in lines) == 2
+    with pytest.raises(HatError, match="none of the 2 best candidates measured within 60 ms"):
+        verify_search(result, latency, SPACE, DeviceSpec("here"), batches=1, **kw)
+    remote, meta = verify_search(result, latency, SPACE, DeviceSpec("pi", hardware="No Such Board"), batches=1, **kw)
+    assert remote is result and "No Such Board" in meta["verify"] and meta["guarantee"].startswith("predicted:")
 
 
 def _device(tmp_path: Path, hardware: str | None) -> Path:

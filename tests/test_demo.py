@@ -4,7 +4,8 @@ import json
 import pytest
 
 from hat.commands import demo
-from hat.commands.demo import Budget, Ledger, hand_design, latency_constraints, uniform_configs
+from hat.commands.demo import Budget, Ledger
+from hat.commands.demo_classes import hand_design, latency_classes, latency_constraints, uniform_configs
 from hat.commands.demo_report import QUICK_WARNING, compare, write_summary
 from hat.latency.compare import Spread, measure_interleaved
 from hat.space import load_space
@@ -51,6 +52,32 @@ def test_constraints_are_shares_of_the_largest_unless_one_falls_below_the_smalle
     cs, rule = latency_constraints((0.45, 0.52), 82.4, 34.2, room=1.12)
     assert cs == [38.3, 42.8] and "the tightest raised to 1.12x the smallest subnet's predicted 34.2 ms" in rule
     assert latency_constraints((0.45, 0.52), 82.4, 30.0, room=1.12)[0] == [37.1, 42.8]  # room enough already
+
+
+def test_classes_are_shares_of_a_reference_and_the_tightest_is_hand_when_there_is_room():
+    ks = latency_classes([38.3, 42.8, 48.6], 82.4, hand_ms=40.0, low=34.2, faster_by=0.05)
+    assert [(k.reference, k.share) for k in ks] == [("hand", 0.95), ("largest", 0.5194), ("largest", 0.5898)]
+    assert [k.slug for k in ks] == ["search-faster-than-hand", "search-0.52x-largest", "search-0.59x-largest"]
+    assert ks[1].label == "0.52 x largest"
+    # 0.95 x hand (34.2 ms) is not above the fastest subnet: every class is a share of the largest
+    ks = latency_classes([38.3, 42.8], 82.4, hand_ms=36.0, low=34.2, faster_by=0.05)
+    assert [k.reference for k in ks] == ["largest", "largest"] and ks[0].share == round(38.3 / 82.4, 4)
+
+
+def test_summary_checks_each_searched_row_against_its_share_of_the_reference(tmp_path):
+    rows = [_row("searched, 0.45 x largest", "searched", 41.0, 40.0, 42.0, 12.0, constraint_ms=37.0,
+                 constraint="0.45 x largest", limit_ms=40.5, within_limit=False, ratio_to_reference=41.0 / 90.0),
+            _row("searched, 0.95 x hand", "searched", 33.0, 32.0, 34.0, 11.0, constraint_ms=36.0,
+                 constraint="0.95 x hand", limit_ms=34.2, within_limit=True, ratio_to_reference=33.0 / 36.0)]
+    meta = {"budget": {"super_s": 1.0, "search_s": 1.0, "finetune_s": 1.0, "n_constraints": 2, "per_model_s": 1.5},
+            "constraints": [36.0, 37.0], "rounds": 3, "test_sentences": 10, "beam": 1, "timings": {}, "wall_s": 3.0,
+            "references": {"largest": {"median": 90.0, "low": 88.0, "high": 91.0, "rounds": [88.0, 90.0, 91.0]},
+                           "hand": {"median": 36.0, "low": 35.5, "high": 36.5, "rounds": [35.5, 36.0, 36.5]}}}
+    text = write_summary(tmp_path, rows, meta).read_text()
+    assert "1 of 2 searched subnets measured within their share of the reference" in text
+    assert "reference largest 90.0 ms [88.0-91.0]" in text
+    assert "- searched, 0.45 x largest: 41.0 ms = 0.456 x the reference, limit 40.5 ms -> MISSED" in text
+    assert "| 0.95 x hand = 34.2 ms, met |" in text and "| 0.45 x largest = 40.5 ms, **missed** |" in text
 
 
 def test_interleaved_rounds_alternate_models_and_spreads_decide_wins():
@@ -162,6 +189,12 @@ def test_quick_demo_runs_from_the_bundled_sample_without_downloads(tmp_path, mon
     assert QUICK_WARNING in text and "bundled sample" in text.splitlines()[0]
     rows = json.loads((tmp_path / "run" / "summary.json").read_text())["rows"]
     assert [r["kind"] for r in rows] == ["searched", "searched"]  # `uniform` comes with --with-baselines
+    refs = json.loads((tmp_path / "run" / "summary.json").read_text())["references"]
+    assert set(refs) == {"largest", "hand"}
+    for r in rows:  # each checked against its share of a reference timed in the same rounds
+        assert r["constraint"] == f"{r['share']:.2f} x {r['reference']}"
+        assert r["limit_ms"] == pytest.approx(r["share"] * refs[r["reference"]]["median"])
+        assert r["within_limit"] == (r["measured_ms"] <= r["limit_ms"])
     assert all(f"| {r['kind']} | {r['name']} |" in text for r in rows)
     assert json.loads((tmp_path / "data" / "meta.json").read_text())["corpus"] == "sample"
     kept = sorted(p.relative_to(tmp_path / "run").as_posix() for p in (tmp_path / "run").rglob("checkpoint*.pt"))

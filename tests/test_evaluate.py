@@ -43,6 +43,32 @@ def test_length_sorted_batches_cover_everything():
     assert all(len(x) <= 2 and len(x) * max(lengths[i] for i in x) <= 12 or len(x) == 1 for x in b)
 
 
+def test_decoding_options_have_one_definition():
+    from dataclasses import asdict
+
+    from hat.cli import build_parser
+    from hat.commands.translate import decoding_options
+    from hat.evaluate import _decode_and_score
+    from hat.model.generate import Decoding
+
+    defaults = asdict(Decoding())
+    parser = build_parser()
+    for argv in (["translate", "--model", "m"], ["evaluate", "--model", "m", "--data", "d"]):
+        assert decoding_options(parser.parse_args(argv)) == defaults
+    args = parser.parse_args(["evaluate", "--model", "m", "--beam", "2", "--batch-size", "3", "--max-len-b", "5"])
+    assert decoding_options(args) == {**defaults, "beam": 2, "max_sentences": 3, "max_len_b": 5}
+    seen: dict = {}
+
+    def decode(**kw):
+        seen.update(kw)
+        return ["a b"], 0
+
+    res, _ = _decode_and_score(decode, ["a b"], None, None, "one line", beam=2)
+    assert seen == {**defaults, "beam": 2} and (res["beam"], res["lenpen"]) == (2, Decoding.lenpen)
+    with pytest.raises(TypeError, match="beem"):
+        _decode_and_score(decode, ["a b"], None, None, "one line", beem=2)
+
+
 def test_evaluate_standalone_json_hyps_and_origins(setup, tmp_path, capsys):
     hyps = tmp_path / "hyps.txt"
     rc = main(["evaluate", "--model", str(setup["model"]), "--data", str(setup["data"]), "--subset", "test",

@@ -13,7 +13,8 @@ import yaml
 import hat.latency.verify
 from hat.cli import main
 from hat.latency.predictors import predictor_for_device
-from hat.latency.verify import Candidate, verify
+from hat.latency.compare import Spread
+from hat.latency.verify import Candidate, prediction_bias, verify
 from hat.space import load_space, load_subconfig, save_subconfig
 
 SPACE = load_space("tiny")
@@ -123,6 +124,56 @@ def test_verify_goes_on_to_the_next_batch(tmp_path, monkeypatch):
     rc = main([*SEARCH, "--latency-constraint", "60", "--out", str(out2), "--verify", "2", "--verify-rounds", "1",
                "--verify-batches", "1"])
     assert rc == 2
+
+
+def test_verify_says_when_the_machine_runs_far_slower_than_the_predictor(tmp_path, monkeypatch, capsys):
+    def fake_measure_function(spec, space):
+        return (lambda cfg: _row(500.0)), {"runs": 2}  # a loaded machine: every subnet ~10x its prediction
+
+    monkeypatch.setattr(hat.latency.verify, "measure_function", fake_measure_function)
+    rc = main([*SEARCH, "--latency-constraint", "60", "--out", str(tmp_path / "s.yml"), "--verify", "2",
+               "--verify-rounds", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "none of the 6 best candidates measured within 60 ms" in err[0]
+    assert "x their predictions, so this machine differs from the predictor's rows" in err[0]
+
+
+def test_prediction_bias_is_the_worst_measured_over_predicted_ratio():
+    a = Candidate(SPACE.smallest(), 1.0, 40.0, measured=Spread.of([42.0, 44.0, 43.0]))
+    b = Candidate(SPACE.largest(), 2.0, 80.0, measured=Spread.of([80.0]))
+    assert prediction_bias([a, b]) == pytest.approx(43.0 / 40.0)
+    assert prediction_bias([Candidate(SPACE.smallest(), 1.0, 40.0)]) == 1.0  # nothing timed: no correction
+    # against a reference: measured share (43 / 50) over predicted share (40 / 48)
+    a.reference = Spread.of([50.0])
+    assert prediction_bias([a], reference_ms=48.0) == pytest.approx((43.0 / 50.0) / (40.0 / 48.0))
+
+
+def test_verify_corrects_for_the_bias_the_first_batch_measured(tmp_path, monkeypatch):
+    """A device where every candidate runs 8 % slower, relative to the reference, than predicted:
+    the best-scoring candidates sit at the limit and all miss; the next batch is drawn from those the
+    8 % still keeps within it, and one of them passes."""
+    ref, ref_pred = _mid_reference(tmp_path)
+    ref_cfg = load_subconfig(ref)
+    pred = predictor_for_device("cpu-2core", SPACE)
+
+    def fake_measure_function(spec, space):
+        def measure(cfg):
+            ms = float(pred.predict([cfg])[0])
+            return _row(ms if cfg == ref_cfg else 1.08 * ms)
+        return measure, {"runs": 2}
+
+    monkeypatch.setattr(hat.latency.verify, "measure_function", fake_measure_function)
+    out = tmp_path / "r.yml"
+    assert main([*SEARCH, "--faster-than", str(ref), "--constraint-quantile", "0.5", "--out", str(out),
+                 "--verify", "2", "--verify-rounds", "1", "--verify-batches", "2"]) == 0
+    rows = list(csv.DictReader(open(out.with_suffix(".verify.csv"))))
+    assert [r["meets_constraint"] for r in rows[:2]] == ["0", "0"]  # the first batch: at the limit, 8 % over
+    limit = 0.95 * ref_pred
+    assert all(float(r["predicted_ms"]) * 1.08 <= limit + 1e-6 for r in rows[2:])  # the second: corrected
+    meta = yaml.safe_load(out.read_text())["metadata"]["latency"]
+    assert meta["measured"]["candidate_rank"] == 3 and meta["measured"]["prediction_bias"] == pytest.approx(1.08)
+    assert meta["measured"]["reference"]["ratio"] <= 0.95
 
 
 @pytest.mark.parametrize("extra, needle", [

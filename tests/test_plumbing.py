@@ -124,7 +124,7 @@ def test_measure_config_file_with_flag_overrides(tmp_path):
     meta = json.loads(out.with_name("lat.meta.json").read_text())
     assert meta["space"] == "tiny" and meta["device"] == "cpu-2core" and meta["seed"] == 0
     proto = meta["protocol"]
-    assert (proto["timer"], proto["threads"], proto["runs"], proto["src_len"], proto["beam"]) == ("cpu", 1, 2, 5, 5)
+    assert (proto["timer"], proto["threads"], proto["runs"], proto["src_len"], proto["beam"]) == ("wall", 1, 2, 5, 5)
 
 
 def test_training_key_device_is_read_as_compute(tmp_path):

@@ -96,11 +96,14 @@ def test_old_file_without_protocol_loads_as_unknown(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "bad.pt" in err and "protocol is not a mapping" in err
 
 
-def test_shipped_cpu2core_predictor_records_its_cpu_timer():
+def test_shipped_cpu2core_predictor_records_the_protocol_of_its_dataset(capsys):
+    """HAT's protocol on the wall clock: the device's own protocol, so `--verify` compares like with like."""
     pred = predictor_for_device("cpu-2core", TINY)
     meta = json.loads(Path("latency_predictors/cpu-2core.tiny.meta.json").read_text())
-    assert pred.protocol["timer"] == "cpu" == meta["protocol"]["timer"]
-    assert {k: pred.protocol[k] for k in ("runs", "warmup", "src_len")} == {"runs": 10, "warmup": 2, "src_len": 30}
+    assert pred.protocol["timer"] == "wall" == meta["protocol"]["timer"]
+    assert {k: pred.protocol[k] for k in ("runs", "warmup", "src_len")} == {"runs": 20, "warmup": 5, "src_len": 30}
+    assert main(["info", "--device", "cpu-2core"]) == 0
+    assert "warning" not in capsys.readouterr().out
 
 
 def test_mismatch_warning_names_both_sides():

@@ -1,6 +1,13 @@
 """Wall-clock budgets (time-aware LR decay, resumable clock) and distillation while fine-tuning."""
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
@@ -9,7 +16,7 @@ from hat.space import load_space, save_subconfig
 from hat.train import LRSchedule
 from hat.train.config import load_train_config
 from hat.train.trainer import Trainer
-from test_train import _train, trained, work  # noqa: F401  (module fixtures)
+from test_train import ROOT, _train, trained, work  # noqa: F401  (module fixtures)
 
 
 class FakeClock:
@@ -62,6 +69,39 @@ def test_budget_stops_anneals_and_survives_a_resume(work, tmp_path, monkeypatch)
     assert _train(work, out, "max_updates=100000", "budget_minutes=1.5", "save_interval=5", "validate_interval=1000") == 0
     more = load_checkpoint(out / "checkpoint_last.pt")
     assert ck["update"] < more["update"] < 2 * ck["update"] + 5 and more["elapsed_s"] >= 90.0
+
+
+def test_a_killed_budget_run_resumes_from_its_timed_save_with_its_clock(work, tmp_path, capsys):
+    """SIGKILL a budget-bounded run that saves only by the clock; the rerun resumes at the saved
+    update and spends only what is left of the budget (its clock starts at the saved elapsed_s)."""
+    assert _train(work, tmp_path / "bad", "save_interval_minutes=0") == 2
+    assert "save_interval_minutes" in capsys.readouterr().err
+    budget_s = 6.0
+    over = ["max_updates=100000", f"budget_minutes={budget_s / 60}", "save_interval_minutes=0.02",
+            "save_interval=100000", "validate_interval=100000", "log_interval=1"]
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "hat", "train", "--config", str(work / "cfg.yaml"), f"save_dir={run}", *over]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.time() + 120
+    while not (run / "checkpoint_last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run must have been killed, not have finished"
+    saved = load_checkpoint(run / "checkpoint_last.pt")  # the timed save: no update-interval save came
+    assert 0 < saved["update"] and 0 < saved["elapsed_s"] < budget_s
+    capsys.readouterr()
+    assert _train(work, run, *over) == 0
+    assert f"resumed from {run / 'checkpoint_last.pt'} at update {saved['update']} " in capsys.readouterr().err
+    final = load_checkpoint(run / "checkpoint_last.pt")
+    assert saved["update"] < final["update"] < 100000 and final["elapsed_s"] >= budget_s  # stopped by the budget
+    train = [json.loads(line)["train"] for line in (run / "train_log.jsonl").read_text().splitlines()
+             if "train" in json.loads(line)]
+    assert [r["update"] for r in train] == list(range(1, final["update"] + 1))  # one record per update, no repeats
+    resumed = [r for r in train if r["update"] > saved["update"]]
+    # the resumed run's clock = the saved elapsed_s + its own time (both rounded to 0.1 s in the log) ...
+    assert all(r["elapsed_s"] - r["wall_s"] == pytest.approx(saved["elapsed_s"], abs=0.15) for r in resumed)
+    # ... and it stopped at the first update that brought the total to the budget (the log rounds)
+    assert all(r["elapsed_s"] <= budget_s for r in resumed[:-1]), [r["elapsed_s"] for r in resumed[-3:]]
 
 
 def _fixed_trainer(work, trained, tmp_path, name: str, *extra: str) -> Trainer:  # noqa: F811

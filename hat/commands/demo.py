@@ -4,8 +4,9 @@ bundled with hat (no download, no apt) with tiny budgets: a first look at the pi
 2 minutes, not at model quality.
 
 prepare -> train the tiny SuperTransformer (uniform sampling, a wall-clock budget) -> measure
-latency of sampled subnets -> fit the predictor -> search under N latency constraints (the tightest:
-faster than the hand-shrunk design of its class, measured against it) -> fine-tune each found
+latency of sampled subnets -> fit the predictor -> search under N latency constraints, each a share
+of a reference model's latency measured against it (the largest subnet; the tightest: faster than
+the hand-shrunk design of its class) -> fine-tune each found
 subnet from inherited weights -> BLEU and latency measured in interleaved rounds -> summary
 table + plot.
 
@@ -23,20 +24,19 @@ are kept in `ledger.json`), so an interrupted demo resumes where it stopped. Sta
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hat.commands.demo_classes import LatencyClass, hand_design, latency_classes, latency_constraints
 from hat.commands.demo_report import write_summary
 from hat.commands.demo_state import Ledger, bleu_check, json_problem, spreads_problem, stage_needed
 from hat.errors import HatError
 from hat.files import atomic_write_text, read_json
 from hat.latency.devices import resolve_device
-from hat.space import (DesignSpace, SubConfig, describe, load_space, load_subconfig, load_subconfig_metadata,
-                       num_params, save_subconfig)
+from hat.space import DesignSpace, describe, load_space, load_subconfig, load_subconfig_metadata, num_params, save_subconfig
 
 
 @dataclass(frozen=True)
@@ -117,50 +117,6 @@ def _hat(argv: list[str]) -> None:
         raise HatError(f"stage `hat {argv[0]}` failed with exit code {rc}")
 
 
-def uniform_configs(space: DesignSpace) -> list[SubConfig]:
-    """Hand-designed baselines: every layer the same width, as a person shrinking a model would."""
-    c = space.choices
-    out = []
-    for de, nl_e, nl_d, f, h in itertools.product(
-        c["encoder_embed_dim"], c["encoder_layer_num"], c["decoder_layer_num"], c["encoder_ffn_embed_dim"],
-        c["encoder_self_attention_heads"],
-    ):
-        if de not in c["decoder_embed_dim"] or f not in c["decoder_ffn_embed_dim"] or h not in c["decoder_self_attention_heads"]:
-            continue
-        if h not in c["decoder_ende_attention_heads"]:
-            continue
-        out.append(SubConfig(de, de, nl_e, nl_d, [f] * nl_e, [h] * nl_e, [f] * nl_d, [h] * nl_d, [h] * nl_d, [-1] * nl_d))
-    return out
-
-
-def hand_design(space: DesignSpace, predictor: Any, constraint: float) -> SubConfig:
-    """The uniformly shrunk config a person would pick for `constraint`: the most parameters
-    among those predicted to meet it (the fastest one when none does)."""
-    cands = uniform_configs(space)
-    preds = predictor.predict(cands)
-    ok = [(num_params(cfg, space), cfg) for cfg, p in zip(cands, preds) if p <= constraint]
-    return max(ok, key=lambda x: x[0])[1] if ok else min(zip(preds, cands), key=lambda x: x[0])[1]
-
-
-def latency_constraints(fractions: tuple[float, ...], top: float, low: float,
-                        room: float = 1.0) -> tuple[list[float], str]:
-    """Constraints (ms) as fractions of the largest subnet's predicted latency `top`, and the rule
-    in words. The tightest is raised to `room` x the fastest subnet's `low` when it is below (the
-    demo's tightest class needs a hand design with designs faster than it). A noisy predictor can
-    put one below `low`, where no search succeeds; then each is that fraction of the way from `low`
-    to `top` (still distinct, ordered)."""
-    fs = "fractions " + ", ".join(f"{f:g}" for f in fractions)
-    cs = [round(f * top, 1) for f in fractions]
-    floor, note = round(room * low, 1), ""
-    if cs[0] < floor < (cs[1] if len(cs) > 1 else float("inf")):
-        cs[0] = floor
-        note = f"; the tightest raised to {room:g}x the smallest subnet's predicted {low:.1f} ms"
-    if all(c > 1.02 * low for c in cs):
-        return cs, f"{fs} of the largest subnet's predicted {top:.1f} ms{note}"
-    return [round(low + f * (top - low), 1) for f in fractions], (
-        f"{fs} of the way from the smallest subnet's predicted {low:.1f} ms to the largest's {top:.1f} ms")
-
-
 @dataclass
 class Entry:
     """One model of the final table."""
@@ -169,7 +125,8 @@ class Entry:
     kind: str
     cfg_path: Path
     save_dir: Path
-    constraint_ms: float | None = None
+    constraint_ms: float | None = None  # the predicted-latency limit its search held
+    klass: LatencyClass | None = None  # searched rows: the share of a reference it must measure within
 
     @property
     def slug(self) -> str:
@@ -209,7 +166,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     if stage_needed("train the tiny SuperTransformer", super_dir / "DONE"):
         timed("super", _hat, ["train", *common, f"save_dir={super_dir}", "sampling.policy=uniform",
                               f"budget_minutes={b.super_minutes}", f"warmup_updates={b.super_warmup}",
-                              "validate_interval=400", "save_interval=400"])
+                              "validate_interval=400", "save_interval=400", "save_interval_minutes=1"])
         (super_dir / "DONE").touch()
         finished(super_dir)
     ledger.record_run("super", super_dir)
@@ -231,8 +188,9 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     top, low = float(predictor.predict_one(space.largest())), float(predictor.predict_one(space.smallest()))
     constraints, rule = latency_constraints(b.constraints, top, low, room=HAND_ROOM)
 
-    # 5. the hand design of the tightest class, then one search per constraint; the tightest is
-    # "faster than hand by FASTER_BY", measured against hand in the same rounds (`--faster-than`)
+    # 5. the hand design of the tightest class, then one search per class: a share of the largest
+    # subnet's latency, the tightest "faster than hand by FASTER_BY", each measured against its
+    # reference in the same rounds (`--faster-than`)
     base_dir = out / "baselines"
     base_dir.mkdir(exist_ok=True)
     hand_yml, largest_yml = base_dir / "hand.yml", base_dir / "largest.yml"
@@ -240,28 +198,24 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
         save_subconfig(hand_design(space, predictor, constraints[0]), hand_yml)
     if not largest_yml.exists():
         save_subconfig(space.largest(), largest_yml)
-    relative = (1 - FASTER_BY) * float(predictor.predict_one(load_subconfig(hand_yml))) > \
-        1.02 * low  # else no room below hand: an absolute constraint
-    if relative:
-        rule += f"; the tightest: {1 - FASTER_BY:g} x the hand-shrunk design's latency, measured against it"
+    classes = latency_classes(constraints, top, float(predictor.predict_one(load_subconfig(hand_yml))), low, FASTER_BY)
+    rule += ("; each search holds its share of a reference model's latency (the largest subnet's; the tightest: "
+             "the hand-shrunk design's), measured against it in the same rounds, so drift cancels")
+    refs = {"largest": largest_yml, "hand": hand_yml}
     entries: list[Entry] = []
-    for i, c in enumerate(constraints):
-        rel = relative and i == 0
-        subnet = out / ("search-faster-than-hand" if rel else f"search-{c:g}ms") / "subnet.yml"
-        how = ["--faster-than", str(hand_yml), "--faster-by", f"{FASTER_BY:g}", "--constraint-quantile", "0.5"] \
-            if rel else ["--latency-constraint", str(c)]
-        if stage_needed(f"evolutionary search under {'hand x %g' % (1 - FASTER_BY) if rel else f'{c:g} ms'}", subnet):
-            timed("search", _hat, ["search", "--checkpoint", str(ckpt), "--predictor", str(lat_pt), *how,
-                                   "--data", str(data), "--out", str(subnet),
+    for i, k in enumerate(classes):
+        subnet = out / k.slug / "subnet.yml"
+        if stage_needed(f"evolutionary search under {k.label}", subnet):
+            timed("search", _hat, ["search", "--checkpoint", str(ckpt), "--predictor", str(lat_pt),
+                                   "--faster-than", str(refs[k.reference]), "--faster-by", f"{1 - k.share:g}",
+                                   "--constraint-quantile", "0.5", "--data", str(data), "--out", str(subnet),
                                    "--population", str(b.search_population), "--parents", str(b.search_parents),
                                    "--mutations", str(b.search_children), "--crossovers", str(b.search_children),
                                    "--iterations", str(b.search_iterations),
                                    "--valid-sentences", str(b.valid_sentences), "--no-progress",
-                                   "--device", device, "--verify", "3", "--verify-rounds", str(b.rounds)])  # measured <= constraint
-        if rel:
-            c = constraints[0] = round(float(load_subconfig_metadata(subnet)["latency"]["constraint_ms"]), 1)
-        name = f"searched, {1 - FASTER_BY:g} x hand" if rel else f"searched @ {c:g} ms"
-        entries.append(Entry(name, "searched", subnet, out / "finetune" / subnet.parent.name, c))
+                                   "--device", device, "--verify", "3", "--verify-rounds", str(b.rounds)])
+        c = constraints[i] = round(float(load_subconfig_metadata(subnet)["latency"]["constraint_ms"]), 1)
+        entries.append(Entry(f"searched, {k.label}", "searched", subnet, out / "finetune" / k.slug, c, k))
 
     if baselines:  # hand's architecture through the same pipeline: separates architecture from training
         entries.append(Entry("uniformly shrunk, fine-tuned", "uniform", hand_yml, out / "finetune" / "uniform"))
@@ -274,7 +228,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
             timed(key, _hat, ["train", *common, f"save_dir={e.save_dir}", "sampling.policy=fixed",
                               f"sampling.subnet={e.cfg_path}", f"init_from={ckpt}", *FINETUNE,
                               f"budget_minutes={b.finetune_minutes}", "validate_interval=100000",
-                              "save_interval=100000"])
+                              "save_interval=100000", "save_interval_minutes=1"])
             (e.save_dir / "DONE").touch()
             finished(e.save_dir)
         ledger.record_run(e.slug, e.save_dir)
@@ -292,21 +246,22 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
         tight = searched[0]
         scratch = [("dedicated", "largest config, alone from scratch", largest_yml),
                    ("hand", "uniformly shrunk, alone from scratch", hand_yml),
-                   ("searched-scratch", f"searched @ {tight.constraint_ms:g} ms arch, alone from scratch", tight.cfg_path)]
+                   ("searched-scratch", f"{tight.name} arch, alone from scratch", tight.cfg_path)]
         for kind, name, cfg_path in scratch:
             e = Entry(name, kind, cfg_path, out / "scratch" / kind)
             if stage_needed(f"train {name} ({budget['per_model_s']:.0f} s)", e.save_dir / "DONE"):
                 timed("baselines", _hat, ["train", *common, f"save_dir={e.save_dir}", "sampling.policy=fixed",
                                           f"sampling.subnet={cfg_path}", f"warmup_updates={SCRATCH_WARMUP}",
                                           f"budget_minutes={budget['per_model_s'] / 60:.4f}",
-                                          "validate_interval=100000", "save_interval=100000"])
+                                          "validate_interval=100000", "save_interval=100000",
+                                          "save_interval_minutes=1"])
                 (e.save_dir / "DONE").touch()
                 finished(e.save_dir)
             ledger.record_run(e.slug, e.save_dir)
             entries.append(e)
 
     # 8. export, BLEU, latency in interleaved rounds
-    rows = timed("evaluate", _evaluate, out, data, entries, b, space, device, ledger, budget)
+    rows, references = timed("evaluate", _evaluate, out, data, entries, b, space, device, ledger, budget, refs)
     stages = [{"name": "SuperTransformer (uniform sampling)", **ledger.record_run("super", super_dir)}]
     stages += [{"name": f"{e.kind}: {e.name}", **ledger.record_run(e.slug, e.save_dir)} for e in entries]
     from hat.latency.measure import cpu_description  # noqa: PLC0415
@@ -315,7 +270,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     corpus = json.loads((data / "meta.json").read_text(encoding="utf-8")).get("corpus")
     meta = {
         "quick": quick, "corpus": CORPORA.get(corpus, str(data)), "machine": cpu_description(), "budget": budget,
-        "stages": stages, "constraints": constraints, "constraint_rule": rule,
+        "stages": stages, "constraints": constraints, "constraint_rule": rule, "references": references,
         "protocol": f"batch {proto.batch}, beam {proto.beam}, {proto.src_len}+{proto.tgt_len} tokens, "
                     f"{proto.warmup} warm-ups + {proto.runs} runs",
         "rounds": b.rounds, "test_sentences": b.test_sentences, "beam": b.beam,
@@ -333,7 +288,9 @@ def _protocol(device: str, space: DesignSpace, b: Budget) -> Any:
 
 
 def _evaluate(out: Path, data: Path, entries: list[Entry], b: Budget, space: DesignSpace, device: str,
-              ledger: Ledger, budget: dict) -> list[dict]:
+              ledger: Ledger, budget: dict, refs: dict[str, Path]) -> tuple[list[dict], dict[str, dict]]:
+    """Rows of the final table, and the reference models' spreads: the references are timed in the
+    same rounds as the rows, so each searched row is checked against its share of them."""
     import hat  # noqa: PLC0415
     from hat.evaluate import evaluate, paired_bleu_pvalue  # noqa: PLC0415
     from hat.latency.compare import measure_interleaved  # noqa: PLC0415
@@ -365,23 +322,29 @@ def _evaluate(out: Path, data: Path, entries: list[Entry], b: Budget, space: Des
                      "training": f"{how}, {run['updates']} updates"})
 
     lat_path = out / "latency_final.json"
-    lat_problem = json_problem("latency result", spreads_problem([r["name"] for r in rows]))
+    configs = {r["name"]: load_subconfig(e.cfg_path) for r, e in zip(rows, entries)}
+    configs.update({f"reference: {k}": load_subconfig(p) for k, p in refs.items()})
+    lat_problem = json_problem("latency result", spreads_problem(list(configs)))
     if stage_needed(f"measure every model's latency in {b.rounds} interleaved rounds", lat_path, lat_problem):
         measurer = Measurer(space, _protocol(device, space, b))
-        spreads = measure_interleaved(measurer.measure, {r["name"]: load_subconfig(e.cfg_path)
-                                                         for r, e in zip(rows, entries)},
-                                      rounds=b.rounds, log=lambda s: print(f"[demo] latency {s}", flush=True))
+        spreads = measure_interleaved(measurer.measure, configs, rounds=b.rounds,
+                                      log=lambda s: print(f"[demo] latency {s}", flush=True))
         atomic_write_text(lat_path, json.dumps({k: v.to_dict() for k, v in spreads.items()}, indent=1))
     lat = read_json(lat_path, "latency result")
-    refs = _references(data, b.test_sentences)
+    refs_text = _references(data, b.test_sentences)
     bases = {r["name"]: hyps[r["name"]] for r in rows if r["kind"] in ("dedicated", "hand")}
-    for r in rows:
+    for r, e in zip(rows, entries):
         s = lat[r["name"]]
         r.update(measured_ms=s["median"], measured_low_ms=s["low"], measured_high_ms=s["high"],
                  measured_rounds=s["rounds"])
+        if e.klass is not None:  # its constraint, in the same rounds: share x the reference's median
+            ref = lat[f"reference: {e.klass.reference}"]
+            limit = e.klass.share * ref["median"]
+            r.update(constraint=e.klass.label, reference=e.klass.reference, share=e.klass.share, limit_ms=limit, within_limit=s["median"] <= limit,
+                     ratio_to_reference=s["median"] / ref["median"])
         if r["kind"] == "searched":
-            r["p_vs"] = {name: paired_bleu_pvalue(h, hyps[r["name"]], refs) for name, h in bases.items()}
-    return rows
+            r["p_vs"] = {name: paired_bleu_pvalue(h, hyps[r["name"]], refs_text) for name, h in bases.items()}
+    return rows, {k: lat[f"reference: {k}"] for k in refs}
 
 
 def _references(data: Path, n: int) -> list[str]:

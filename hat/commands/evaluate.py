@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from hat.commands.translate import add_decoding_options
 from hat.errors import HatError
 from hat.files import atomic_write_text
 
@@ -34,12 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ref", help="raw references, line by line with --src")
     p.add_argument("--origin", help="with --src: a tag per line (e.g. the domain) for BLEU per origin")
     p.add_argument("--subset", default="test", help="split to evaluate (default: test)")
-    p.add_argument("--beam", type=int, default=4, help="beam size (1: greedy)")
-    p.add_argument("--lenpen", type=float, default=0.6, help="length penalty: score / len**lenpen")
-    p.add_argument("--max-len-a", type=float, default=1.2, help="max output length = a * src_len + b")
-    p.add_argument("--max-len-b", type=int, default=10)
-    p.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch (padded)")
-    p.add_argument("--max-sentences", "--batch-size", type=int, default=None, help="sentences per batch")
+    add_decoding_options(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N sentences")
     p.add_argument("--out", help="write hypotheses here, one per line in corpus order "
                                  "(default with --data: SUBSET.hyp.TGT next to the model, never overwritten without "
@@ -58,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hat.commands.translate import check_decoding_args
+    from hat.commands.translate import check_decoding_args, decoding_options
     from hat.evaluate import evaluate, evaluate_text
     from hat.export.runtimes import open_model
     from hat.export.standalone import load_any
@@ -98,10 +94,8 @@ def run(args: argparse.Namespace) -> int:
         hyps_in = hp.read_text(encoding="utf-8").split("\n")
         if hyps_in and hyps_in[-1] == "":
             hyps_in.pop()
-    options = dict(beam=args.beam, lenpen=args.lenpen, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
-                   max_tokens=args.max_tokens, max_sentences=args.max_sentences, limit=args.limit,
-                   tokenized=args.tokenized_bleu, tok=args.tok, compound=not args.no_compound_split, hyps=hyps_in,
-                   progress=not args.json)
+    options = dict(**decoding_options(args), limit=args.limit, tokenized=args.tokenized_bleu, tok=args.tok,
+                   compound=not args.no_compound_split, hyps=hyps_in, progress=not args.json)
     if text:
         res, hyps = evaluate_text(tr, args.src, args.ref, args.origin, **options)
     else:

@@ -165,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from hat.latency.estimate import Latency, select_predictor
+    from hat.latency.verify import latency_metadata, verify_search
     from hat.model import load_super_checkpoint
     from hat.search import GenerationLog
     from hat.space import load_space, load_subconfig
@@ -216,9 +217,14 @@ def run(args: argparse.Namespace) -> int:
         )
         wall = time.perf_counter() - t0
         if rank == 0:
-            meta = _latency_metadata(result, latency, args, held)
+            dev = str(args.device or latency.name)
             if target is not None:
-                result, meta = _verify(result, latency, space, target, args, held, meta, paths, reference)
+                result, meta = verify_search(result, latency, space, target, device=dev, held=held, count=args.verify,
+                                             rounds=args.verify_rounds, batches=args.verify_batches,
+                                             csv_path=paths["verify"], reference=reference,
+                                             reference_name=str(args.faster_than), faster_by=args.faster_by)
+            else:
+                meta = latency_metadata(result, latency, dev, held)
             _write_outputs(result, space, paths, args, scorer.name, latency, meta)
             _print_summary(result, paths, args, wall, scorer, space, meta)
     finally:
@@ -258,76 +264,6 @@ def _verify_target(args: argparse.Namespace, predictor):
         raise HatError(f"--verify {args.verify}: needs the target device (--device NAME, or a predictor fit with "
                        "`hat fit-predictor --device NAME`)")
     return resolve_device(name)
-
-
-def _verify(result, latency, space, target, args: argparse.Namespace, held: str, meta: dict, paths: dict,
-            reference=None):
-    """Time the --verify best feasible candidates here; (result with the best that meets the
-    constraint when measured, its metadata). A device elsewhere keeps the predicted guarantee."""
-    import dataclasses
-
-    from hat.latency.provenance import predictor_warning
-    from hat.latency.verify import Candidate, measure_function, runs_here, this_machine, verify, write_verify_csv
-
-    ok, why = runs_here(target)
-    if not ok:
-        print(f"--verify: device {target.name} cannot be timed on this machine ({why}); the guarantee is the "
-              f"predictor's: {meta['guarantee']}")
-        return result, {**meta, "verify": f"not measured: device {target.name} is not this machine ({why})"}
-    feas = sorted((e for e in result.evaluated if e.latency <= result.constraint), key=lambda e: (e.score, e.latency))
-    measure, protocol = measure_function(target, space)
-    clash = predictor_warning(latency.predictor, protocol, "--verify", target.name)
-    if clash:
-        print(clash, flush=True)
-    against = (f"{1 - args.faster_by:g} x {args.faster_than}, timed in the same rounds" if reference is not None
-               else f"{result.constraint:g} ms")
-    cands: list = []
-    chosen = None
-    for start in range(0, min(len(feas), args.verify * args.verify_batches), args.verify):
-        batch = [Candidate(e.cfg, e.score, *latency.interval(e.cfg)) for e in feas[start:start + args.verify]]
-        print(f"--verify: timing feasible candidates {start + 1}-{start + len(batch)} (best score first) on this "
-              f"machine against {against} ({target.name}'s protocol, {args.verify_rounds} interleaved rounds)",
-              flush=True)
-        chosen = verify(batch, result.constraint, measure, args.verify_rounds, log=lambda s: print(f"  {s}", flush=True),
-                        reference=reference, faster_by=args.faster_by)
-        cands += batch
-        if chosen is not None:
-            break
-    write_verify_csv(paths["verify"], cands, chosen)
-    if chosen is None:
-        medians = ", ".join(f"{c.measured.median:.4g}" for c in cands)
-        raise HatError(f"--verify {args.verify}: none of the {len(cands)} best candidates measured within "
-                       f"{against} (medians {medians} ms; {paths['verify']}); raise --verify or --verify-batches or "
-                       "--constraint-quantile, or relax the constraint")
-    result = dataclasses.replace(result, best=chosen.cfg, best_score=chosen.score, best_latency=latency(chosen.cfg))
-    meta = _latency_metadata(result, latency, args, held)
-    m = chosen.measured
-    meta["measured"] = {"median_ms": round(m.median, 4), "low_ms": round(m.low, 4), "high_ms": round(m.high, 4),
-                        "rounds_ms": [round(v, 4) for v in m.rounds], "candidate_rank": cands.index(chosen) + 1,
-                        "candidates_measured": len(cands), "machine": this_machine(), "protocol": protocol,
-                        "log": str(paths["verify"]), **({"warning": clash} if clash else {})}
-    meta["guarantee"] = (f"measured on this machine: median {m.median:.4g} ms (range {m.low:.4g}-{m.high:.4g}) of "
-                         f"{len(m.rounds)} interleaved rounds <= {chosen.limit_ms:.4g} ms")
-    if chosen.reference is not None:
-        r = chosen.reference
-        meta["measured"]["reference"] = {"path": str(args.faster_than), "median_ms": round(r.median, 4),
-                                         "low_ms": round(r.low, 4), "high_ms": round(r.high, 4),
-                                         "ratio": round(m.median / r.median, 4)}
-        meta["guarantee"] += (f" = {1 - args.faster_by:g} x {args.faster_than}'s {r.median:.4g} ms "
-                              f"(range {r.low:.4g}-{r.high:.4g}), faster beyond the spread")
-    return result, meta
-
-
-def _latency_metadata(result, latency, args: argparse.Namespace, held: str) -> dict:
-    """What the output YAML says about the chosen subnet's latency, and which guarantee applies."""
-    p, lo, hi = latency.interval(result.best)
-    meta = {"device": str(args.device or latency.name), "predictor": latency.name,
-            "constraint_ms": result.constraint, "held_against_constraint": held,
-            "bound_ms": round(result.best_latency, 4), "predicted_ms": round(p, 4)}
-    if lo is not None:
-        meta.update(interval_level=latency.predictor.level, lower_ms=round(lo, 4), upper_ms=round(hi, 4))
-    meta["guarantee"] = f"predicted: {held} <= {result.constraint:g} ms"
-    return meta
 
 
 def _digest_of(paths: list) -> str | None:

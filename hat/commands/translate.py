@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hat.commands.settings import compute_device
 from hat.errors import DataError, HatError
+from hat.model.generate import DECODING, Decoding
 
 EXAMPLES = """examples:
   hat translate --model export/model.pt --input news.de --output news.en
@@ -31,18 +32,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", default="-", help="source text, one sentence per line (default: - = stdin)")
     p.add_argument("--output", default="-",
                    help="translations (default: - = stdout); a file appears only once the whole input is translated")
-    p.add_argument("--beam", type=int, default=4, help="beam size, 1 = greedy (default 4)")
-    p.add_argument("--lenpen", type=float, default=0.6, help="length penalty: score / len**lenpen (default 0.6)")
-    p.add_argument("--max-len-a", type=float, default=1.2, help="max output length = a * src_len + b (default 1.2)")
-    p.add_argument("--max-len-b", type=int, default=10, help="(default 10)")
-    p.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch, padded (default 4096)")
-    p.add_argument("--max-sentences", "--batch-size", type=int, default=None,
-                   help="sentences per batch (default: as many as --max-tokens allows)")
+    add_decoding_options(p)
     p.add_argument("--buffer-size", type=int, default=256,
                    help="most lines read before translating; fewer when no more input is waiting (default 256)")
     p.add_argument("--compute", default="cpu", help="cpu | cuda | cuda:N (default cpu; int8 models run on the CPU)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's)")
     p.set_defaults(func=run)
+
+
+def add_decoding_options(p: argparse.ArgumentParser) -> None:
+    """`--beam`, `--lenpen`, `--max-len-a/b`, `--max-tokens`, `--max-sentences` (shared with `hat
+    evaluate`), one flag per `Decoding` field, with its default."""
+    d = Decoding()
+    p.add_argument("--beam", type=int, default=d.beam, help="beam size (1: greedy)")
+    p.add_argument("--lenpen", type=float, default=d.lenpen, help="length penalty: score / len**lenpen")
+    p.add_argument("--max-len-a", type=float, default=d.max_len_a, help="max output length = a * src_len + b")
+    p.add_argument("--max-len-b", type=int, default=d.max_len_b, help="b of --max-len-a")
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens, help="source tokens per batch, padded")
+    p.add_argument("--max-sentences", "--batch-size", type=int, default=d.max_sentences,
+                   help="sentences per batch (default: as many as --max-tokens allows)")
+
+
+def decoding_options(args: argparse.Namespace) -> dict:
+    """The `Decoding` keywords from the flags of `add_decoding_options`."""
+    return {name: getattr(args, name) for name in DECODING}
 
 
 def check_decoding_args(args: argparse.Namespace) -> "torch.device":
@@ -84,8 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output != "-" and Path(args.output).is_dir():
         raise DataError(f"{args.output}: is a directory, expected a file for the translations")
     translator = open_model(args.model, device, args.threads)
-    options = dict(beam=args.beam, lenpen=args.lenpen, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
-                   max_tokens=args.max_tokens, max_sentences=args.max_sentences)
+    options = decoding_options(args)
 
     def warn(msg: str) -> None:
         print(f"hat translate: warning: {msg}", file=sys.stderr)

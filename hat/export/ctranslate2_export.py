@@ -35,6 +35,7 @@ from hat.errors import CheckpointError, HatError, first_line
 from hat.export.runtimes import CT2_META, ExportTranslator
 from hat.export.standalone import Translator
 from hat.files import atomic_write_bytes, atomic_write_text
+from hat.model.generate import Decoding
 
 PAD_TOKEN = "<blank>"  # CTranslate2's name for padding; fairseq's <pad> would be an ordinary token
 
@@ -195,9 +196,10 @@ class Ct2Translator(ExportTranslator):
     def build(self, directory: Path, meta: dict, device: str, threads: int | None) -> Ct2Model:
         return Ct2Model(directory, meta, device, threads)
 
-    def generate(self, sources: Sequence[torch.Tensor], *, beam: int = 4, lenpen: float = 0.6,
-                 max_len_a: float = 1.2, max_len_b: int = 10, max_tokens: int = 4096,
-                 max_sentences: int | None = None, eos: int = 2, **_: Any) -> list[list[int]]:
+    def generate(self, sources: Sequence[torch.Tensor], *, beam: int = Decoding.beam,
+                 lenpen: float = Decoding.lenpen, max_len_a: float = Decoding.max_len_a,
+                 max_len_b: int = Decoding.max_len_b, max_tokens: int = Decoding.max_tokens,
+                 max_sentences: int | None = Decoding.max_sentences, eos: int = 2, **_: Any) -> list[list[int]]:
         from hat.model.generate import length_sorted_batches, max_length  # noqa: PLC0415
 
         lengths = [len(s) for s in sources]

@@ -18,6 +18,7 @@ The file is a dict of plain values and tensors only (it loads with
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -28,6 +29,7 @@ from hat.data.tokenizer import Tokenizer
 from hat.errors import CheckpointError, DataError, HatError, first_line
 from hat.files import check_fields, check_tag, load_torch, save_torch
 from hat.model.checkpoint import FORMAT as SUPER_FORMAT
+from hat.model.generate import Decoding
 
 log = logging.getLogger(__name__)
 
@@ -131,23 +133,22 @@ class Translator:
     def translate(
         self,
         sentences: Sequence[str],
-        beam: int = 4,
-        lenpen: float = 0.6,
+        beam: int = Decoding.beam,
+        lenpen: float = Decoding.lenpen,
         *,
-        max_len_a: float = 1.2,
-        max_len_b: int = 10,
-        max_tokens: int = 4096,
-        max_sentences: int | None = None,
         progress: bool = False,
         on_truncate: Callable[[int, int], None] | None = None,
+        **options: Any,
     ) -> list[str]:
-        """Detokenized translations of `sentences` (batched by length, returned in input order).
+        """Detokenized translations of `sentences` (batched by length, returned in input order);
+        `options`: the other `hat.model.generate.Decoding` fields (max_len_a, max_len_b, max_tokens,
+        max_sentences; another name is a TypeError, whichever runtime decodes).
         Empty (or blank) sentences translate to empty strings; a sentence longer than the model's
         positions is cut to fit (`on_truncate(index, tokens)` is told)."""
+        decoding = asdict(Decoding(beam, lenpen, **options))
         todo = [i for i, s in enumerate(sentences) if s.strip()]
         src = [self.encode(sentences[i], (lambda n, i=i: on_truncate(i, n)) if on_truncate else None) for i in todo]
-        hyps = self.generate(src, beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
-                             max_tokens=max_tokens, max_sentences=max_sentences, progress=progress)
+        hyps = self.generate(src, progress=progress, **decoding)
         out = [""] * len(sentences)
         for i, h in zip(todo, hyps):
             out[i] = self.tgt_tokenizer.decode(h)

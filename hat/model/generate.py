@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Sequence
 
 import torch
@@ -21,6 +21,23 @@ import torch
 from hat.model.transformer import EncoderDecoder
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """The decoding options every translator takes, with HAT's defaults (fairseq's beam search at
+    beam 4, lenpen 0.6): `generate`, `Translator.translate`, the exports' `generate`, `hat.evaluate`
+    and the `hat translate` / `hat evaluate` flags all take their names and defaults from here."""
+
+    beam: int = 4
+    lenpen: float = 0.6  # score / len**lenpen
+    max_len_a: float = 1.2  # output length limit: max_len_a * src_len + max_len_b
+    max_len_b: int = 10
+    max_tokens: int = 4096  # source tokens per batch, padded
+    max_sentences: int | None = None  # sentences per batch (None: as many as max_tokens allows)
+
+
+DECODING = tuple(f.name for f in fields(Decoding))  # the option names, in order
 
 
 @dataclass
@@ -55,8 +72,8 @@ def greedy_search(
     *,
     eos: int = 2,
     pad: int = 1,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
+    max_len_a: float = Decoding.max_len_a,
+    max_len_b: int = Decoding.max_len_b,
 ) -> list[Hypothesis]:
     """Batched greedy decoding; returns one hypothesis per source sentence."""
     model.eval()
@@ -101,8 +118,8 @@ def beam_search(
     lenpen: float = 1.0,
     eos: int = 2,
     pad: int = 1,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
+    max_len_a: float = Decoding.max_len_a,
+    max_len_b: int = Decoding.max_len_b,
     nbest: int = 1,
 ) -> list[list[Hypothesis]]:
     """Batched beam search; returns the `nbest` best hypotheses per source sentence."""
@@ -236,12 +253,12 @@ def generate(
     model: EncoderDecoder,
     sources: Sequence[torch.Tensor],
     *,
-    beam: int = 4,
-    lenpen: float = 0.6,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
-    max_tokens: int = 4096,
-    max_sentences: int | None = None,
+    beam: int = Decoding.beam,
+    lenpen: float = Decoding.lenpen,
+    max_len_a: float = Decoding.max_len_a,
+    max_len_b: int = Decoding.max_len_b,
+    max_tokens: int = Decoding.max_tokens,
+    max_sentences: int | None = Decoding.max_sentences,
     pad: int = 1,
     eos: int = 2,
     progress: bool = True,

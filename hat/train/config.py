@@ -60,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
     "validate_interval": 1000,
     "max_valid_sentences": None,  # validate on the first N valid pairs only (null: all)
     "save_interval": 1000,
+    # also save checkpoint_last.pt every M minutes of training (null: by updates only), so a killed
+    # run resumes from minutes ago; a budget-bounded run may stop before any save_interval
+    "save_interval_minutes": None,
     "keep_interval_checkpoints": -1,  # keep only the newest N checkpoint_{N}.pt (-1: all)
     "log_interval": 100,
     "amp": "auto",  # auto | fp32 | bf16 | fp16 ; auto = bf16 on CUDA, fp32 on CPU
@@ -160,6 +163,7 @@ CHECKS: dict[str, Check] = {
     "num_threads": _number(1, integer=True, optional=True),
     "stop_time_minutes": _number(0, open_lo=True, optional=True),
     "budget_minutes": _number(0, open_lo=True, optional=True),
+    "save_interval_minutes": _number(0, open_lo=True, optional=True),
     "lr": _number(0, open_lo=True), "adam_eps": _number(0, open_lo=True),
     "warmup_updates": _number(0, integer=True), "warmup_init_lr": _number(0), "min_lr": _number(0),
     "weight_decay": _number(0), "clip_norm": _number(0), "label_smoothing": _PROB, "adam_betas": _betas,

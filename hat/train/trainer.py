@@ -5,7 +5,8 @@ world_size` tokens and every rank takes the slice `batch[rank::world_size]`, so 
 `max_tokens=M` process exactly the batches one worker with `max_tokens=N*M` would. Losses are
 summed, gradients all-reduced and divided by the global target-token count once.
 Dropout is reseeded from `(seed, update, rank)` at every update, so a resumed run replays the
-uninterrupted one bitwise on CPU. The configuration is `hat.train.config`.
+uninterrupted one bitwise on CPU; `save_interval_minutes` also saves by the training clock, so a
+killed budget-bounded run resumes with its budget's clock as saved. Config: `hat.train.config`.
 """
 from __future__ import annotations
 
@@ -321,11 +322,10 @@ class Trainer:
             return {"update": self.update, "valid": self.valid_history[-1] if self.valid_history else None,
                     "subnet_digest": self.subnet_digest}
         bar = Progress(c.max_updates, self.update, c.budget_minutes, self.elapsed_s, master and c.progress)
-        t_start = time.time()
-        t0, tok0, last_valid = time.time(), 0.0, None
-        win_loss = win_tok = 0.0
-        saved_at = validated_at = -1
-        elapsed0 = self.elapsed_s
+        t_start = t0 = time.time()
+        tok0 = win_loss = win_tok = 0.0
+        last_valid, saved_at, validated_at = None, -1, -1
+        elapsed0 = saved_s = self.elapsed_s
         while self.update < c.max_updates:
             if c.max_epochs and self.epoch > c.max_epochs:
                 break
@@ -357,9 +357,10 @@ class Trainer:
             if u % c.validate_interval == 0:
                 last_valid, best = self._validate_and_log(t_start)
                 validated_at = u
-            if u % c.save_interval == 0 or best:
+            timed = c.save_interval_minutes and self.elapsed_s - saved_s >= 60 * c.save_interval_minutes
+            if u % c.save_interval == 0 or best or timed:
                 self.save(best=best, numbered=u % c.save_interval == 0)
-                saved_at = u
+                saved_at, saved_s = u, self.elapsed_s
         bar.close()
         if validated_at != self.update:
             last_valid, best = self._validate_and_log(t_start)
@@ -376,8 +377,8 @@ class Trainer:
                 "elapsed_s": self.elapsed_s, "tokens_seen": self.tokens_seen}
 
     def _agreed(self, seconds: float) -> float:
-        """The ranks' mean clock, so every rank stops at the same update under a budget."""
-        if self.env.world_size == 1 or not self.cfg.budget_minutes:
+        """The ranks' mean clock, so every rank stops (and saves by the clock) at the same update."""
+        if self.env.world_size == 1 or not (self.cfg.budget_minutes or self.cfg.save_interval_minutes):
             return seconds
         return D.all_reduce_sum([seconds], self.env, self.device)[0] / self.env.world_size
 

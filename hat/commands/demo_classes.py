@@ -1,0 +1,90 @@
+"""The demo's latency classes: the constraints, the hand-shrunk design of the tightest class, and
+what each class's searched subnet is measured against.
+
+Every class is a share of a reference model's latency, never a bare number of milliseconds: a
+shared machine runs 10-20 % slower an hour later, and a constraint in ms set from the predictor at
+search time then fails in the final table although the subnet kept it. A share of a model timed in
+the same interleaved rounds (`hat search --faster-than`, the final table) survives that drift.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from hat.space import DesignSpace, SubConfig, num_params
+
+
+def uniform_configs(space: DesignSpace) -> list[SubConfig]:
+    """Hand-designed baselines: every layer the same width, as a person shrinking a model would."""
+    c = space.choices
+    out = []
+    for de, nl_e, nl_d, f, h in itertools.product(
+        c["encoder_embed_dim"], c["encoder_layer_num"], c["decoder_layer_num"], c["encoder_ffn_embed_dim"],
+        c["encoder_self_attention_heads"],
+    ):
+        if de not in c["decoder_embed_dim"] or f not in c["decoder_ffn_embed_dim"] or h not in c["decoder_self_attention_heads"]:
+            continue
+        if h not in c["decoder_ende_attention_heads"]:
+            continue
+        out.append(SubConfig(de, de, nl_e, nl_d, [f] * nl_e, [h] * nl_e, [f] * nl_d, [h] * nl_d, [h] * nl_d, [-1] * nl_d))
+    return out
+
+
+def hand_design(space: DesignSpace, predictor: Any, constraint: float) -> SubConfig:
+    """The uniformly shrunk config a person would pick for `constraint`: the most parameters
+    among those predicted to meet it (the fastest one when none does)."""
+    cands = uniform_configs(space)
+    preds = predictor.predict(cands)
+    ok = [(num_params(cfg, space), cfg) for cfg, p in zip(cands, preds) if p <= constraint]
+    return max(ok, key=lambda x: x[0])[1] if ok else min(zip(preds, cands), key=lambda x: x[0])[1]
+
+
+def latency_constraints(fractions: tuple[float, ...], top: float, low: float,
+                        room: float = 1.0) -> tuple[list[float], str]:
+    """Constraints (ms) as fractions of the largest subnet's predicted latency `top`, and the rule
+    in words. The tightest is raised to `room` x the fastest subnet's `low` when it is below (the
+    demo's tightest class needs a hand design with designs faster than it). A noisy predictor can
+    put one below `low`, where no search succeeds; then each is that fraction of the way from `low`
+    to `top` (still distinct, ordered)."""
+    fs = "fractions " + ", ".join(f"{f:g}" for f in fractions)
+    cs = [round(f * top, 1) for f in fractions]
+    floor, note = round(room * low, 1), ""
+    if cs[0] < floor < (cs[1] if len(cs) > 1 else float("inf")):
+        cs[0] = floor
+        note = f"; the tightest raised to {room:g}x the smallest subnet's predicted {low:.1f} ms"
+    if all(c > 1.02 * low for c in cs):
+        return cs, f"{fs} of the largest subnet's predicted {top:.1f} ms{note}"
+    return [round(low + f * (top - low), 1) for f in fractions], (
+        f"{fs} of the way from the smallest subnet's predicted {low:.1f} ms to the largest's {top:.1f} ms")
+
+
+@dataclass(frozen=True)
+class LatencyClass:
+    """One search: its subnet must measure at most `share` x the `reference` model's latency,
+    both timed in the same interleaved rounds (`hat search --faster-than REF --faster-by 1-share`)."""
+
+    reference: str  # "largest" or "hand": a config under the demo's baselines/ directory
+    share: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.share:.2f} x {self.reference}"
+
+    @property
+    def slug(self) -> str:
+        return "search-faster-than-hand" if self.reference == "hand" else f"search-{self.share:.2f}x-largest"
+
+
+def latency_classes(constraints: list[float], top: float, hand_ms: float, low: float,
+                    faster_by: float) -> list[LatencyClass]:
+    """The constraints (ms, from `latency_constraints`) as shares of the largest subnet's predicted
+    latency `top`; the tightest becomes `1 - faster_by` x the hand design of its class (predicted
+    `hand_ms`) when that leaves room above the fastest subnet's `low`."""
+    classes = [LatencyClass("largest", round(c / top, 4)) for c in constraints]
+    if (1 - faster_by) * hand_ms > 1.02 * low:
+        classes[0] = LatencyClass("hand", round(1 - faster_by, 4))
+    return classes
+
+
+__all__ = ["LatencyClass", "hand_design", "latency_classes", "latency_constraints", "uniform_configs"]
