@@ -134,6 +134,7 @@ def test_summary_table_json_and_plot(tmp_path):
     cells = lambda ln: len(ln.replace("\\|", "").split("|"))  # noqa: E731
     assert all(cells(ln) == cells(header) for ln in text.splitlines() if ln.startswith("| searched") or ln.startswith("| dedicated"))
     assert "vs dedicated: 0.42x its latency (faster), BLEU -0.80, p=0.200 not significant" in text
+    assert "Stage wall times (s): super 600; total 600 (this invocation 900;" in by_origin  # the last line
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["constraints"] == [40.0, 60.0] and saved["rows"][0]["kind"] == "searched"
     assert (tmp_path / "latency_vs_bleu.png").read_bytes()[:4] == b"\x89PNG"

@@ -93,7 +93,8 @@ def summary_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
             lines.append(f"- {r['name']}: " + "; ".join(parts))
     lines += _by_origin(rows)
     lines += ["", "Stage wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in meta["timings"].items())
-              + f"; total {meta['wall_s']:.0f}"]
+              + f"; total {sum(meta['timings'].values()):.0f} (this invocation {meta['wall_s']:.0f}; a resumed demo "
+              "counts the earlier ones' stages too)"]
     return lines
 
 
