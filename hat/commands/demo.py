@@ -36,7 +36,8 @@ from hat.commands.demo_state import Ledger, bleu_check, json_problem, spreads_pr
 from hat.errors import HatError
 from hat.files import atomic_write_text, read_json
 from hat.latency.devices import resolve_device
-from hat.space import DesignSpace, describe, load_space, load_subconfig, load_subconfig_metadata, num_params, save_subconfig
+from hat.space import (DesignSpace, describe, load_space, load_subconfig, load_subconfig_metadata, num_params,
+                       save_subconfig)
 
 
 @dataclass(frozen=True)
@@ -340,8 +341,8 @@ def _evaluate(out: Path, data: Path, entries: list[Entry], b: Budget, space: Des
         if e.klass is not None:  # its constraint, in the same rounds: share x the reference's median
             ref = lat[f"reference: {e.klass.reference}"]
             limit = e.klass.share * ref["median"]
-            r.update(constraint=e.klass.label, reference=e.klass.reference, share=e.klass.share, limit_ms=limit, within_limit=s["median"] <= limit,
-                     ratio_to_reference=s["median"] / ref["median"])
+            r.update(constraint=e.klass.label, reference=e.klass.reference, share=e.klass.share, limit_ms=limit,
+                     within_limit=s["median"] <= limit, ratio_to_reference=s["median"] / ref["median"])
         if r["kind"] == "searched":
             r["p_vs"] = {name: paired_bleu_pvalue(h, hyps[r["name"]], refs_text) for name, h in bases.items()}
     return rows, {k: lat[f"reference: {k}"] for k in refs}

@@ -146,9 +146,10 @@ def prediction_bias(candidates: Sequence[Candidate], reference_ms: float | None 
     for c in candidates:
         if c.measured is None or c.predicted_ms <= 0:
             continue
-        measured = c.measured.median / c.reference.median if c.reference is not None else c.measured.median
-        predicted = c.predicted_ms / reference_ms if c.reference is not None and reference_ms else c.predicted_ms
-        ratios.append(measured / predicted)
+        if c.reference is not None and reference_ms:
+            ratios.append((c.measured.median / c.reference.median) / (c.predicted_ms / reference_ms))
+        else:
+            ratios.append(c.measured.median / c.predicted_ms)
     return max(ratios, default=1.0)
 
 
@@ -215,8 +216,9 @@ def verify_search(result: Any, latency: Any, space: Any, target: DeviceSpec, *, 
     write_verify_csv(csv_path, cands, chosen)
     if chosen is None:
         medians = ", ".join(f"{c.measured.median:.4g}" for c in cands)
-        slow = (f"; they ran up to {bias:.2f}x their predictions{' relative to the reference' if ref_ms else ''}"
-                f", so this machine differs from the predictor's rows (load, clock, another device)" if bias > 1.5 else "")
+        slow = "" if bias <= 1.5 else (
+            f"; they ran up to {bias:.2f}x their predictions{' relative to the reference' if ref_ms else ''}, "
+            "so this machine differs from the predictor's rows (load, clock, another device)")
         raise HatError(f"--verify {count}: none of the {len(cands)} best candidates measured within "
                        f"{against} (medians {medians} ms; {csv_path}){slow}; raise --verify or --verify-batches "
                        "or --constraint-quantile, or relax the constraint")
@@ -240,5 +242,5 @@ def verify_search(result: Any, latency: Any, space: Any, target: DeviceSpec, *, 
     return result, meta
 
 
-__all__ = ["Candidate", "latency_metadata", "measure_function", "prediction_bias", "runs_here", "this_machine", "verify",
-           "verify_search", "write_verify_csv"]
+__all__ = ["Candidate", "latency_metadata", "measure_function", "prediction_bias", "runs_here", "this_machine",
+           "verify", "verify_search", "write_verify_csv"]
