@@ -201,7 +201,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
         save_subconfig(space.largest(), largest_yml)
     classes = latency_classes(constraints, top, float(predictor.predict_one(load_subconfig(hand_yml))), low, FASTER_BY)
     rule += ("; each search holds its share of a reference model's latency (the largest subnet's; the tightest: "
-             "the hand-shrunk design's), measured against it in the same rounds, so drift cancels")
+             "the hand-shrunk design's), measured against it in the same rounds, so a drift both share cancels")
     refs = {"largest": largest_yml, "hand": hand_yml}
     entries: list[Entry] = []
     for i, k in enumerate(classes):
