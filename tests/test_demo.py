@@ -80,6 +80,11 @@ def test_summary_checks_each_searched_row_against_its_share_of_the_reference(tmp
     assert "| 0.95 x hand = 34.2 ms, met |" in text and "| 0.45 x largest = 40.5 ms, **missed** |" in text
 
 
+def test_spread_round_trips_through_its_dict():
+    s = Spread.of([12.0, 10.0, 11.0])
+    assert Spread.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+
+
 def test_interleaved_rounds_alternate_models_and_spreads_decide_wins():
     calls = []
     ms = {"a": iter([10, 12, 11]), "b": iter([20, 19, 30])}

@@ -114,13 +114,9 @@ def _limits(searched: list[dict], meta: dict[str, Any]) -> list[str]:
     met = sum(r["within_limit"] for r in checked)
     return ["", f"Constraints on this machine, in the same rounds: {met} of {len(checked)} searched subnets "
             "measured within their share of the reference (" + ", ".join(
-                f"reference {k} {_spread_of(v)}" for k, v in refs.items()) + "):"] + [
+                f"reference {k} {Spread.from_dict(v)}" for k, v in refs.items()) + "):"] + [
         f"- {r['name']}: {r['measured_ms']:.1f} ms = {r['ratio_to_reference']:.3f} x the reference, limit "
         f"{r['limit_ms']:.1f} ms -> {'met' if r['within_limit'] else 'MISSED'}" for r in checked]
-
-
-def _spread_of(d: dict) -> Spread:
-    return Spread(d["median"], d["low"], d["high"], tuple(d.get("rounds", ())))
 
 
 def _by_origin(rows: list[dict]) -> list[str]:

@@ -34,6 +34,11 @@ class Spread:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rounds": list(self.rounds)}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Spread":
+        """The inverse of `to_dict` (e.g. a spread read back from a JSON file)."""
+        return cls(d["median"], d["low"], d["high"], tuple(d.get("rounds", ())))
+
     def __str__(self) -> str:
         return f"{self.median:.1f} ms [{self.low:.1f}-{self.high:.1f}]"
 
