@@ -4,7 +4,7 @@ import json
 import pytest
 
 from hat.commands import demo
-from hat.commands.demo import Budget, Ledger
+from hat.commands.demo import Budget, Ledger, _pool_references
 from hat.commands.demo_classes import hand_design, latency_classes, latency_constraints, uniform_configs
 from hat.commands.demo_report import QUICK_WARNING, compare, write_summary
 from hat.latency.compare import Spread, measure_interleaved
@@ -64,11 +64,36 @@ def test_classes_are_shares_of_a_reference_and_the_tightest_is_hand_when_there_i
     assert [k.reference for k in ks] == ["largest", "largest"] and ks[0].share == round(38.3 / 82.4, 4)
 
 
+def test_classes_search_inside_their_share_and_the_margin_can_leave_no_room_for_hand():
+    ks = latency_classes([38.3, 42.8], 82.4, hand_ms=40.0, low=34.2, faster_by=0.05, margin=0.03)
+    assert [k.share for k in ks] == [0.95, 0.5194] and [k.search_share for k in ks] == [0.9215, 0.5038]
+    assert ks[1].label == "0.52 x largest"  # the class is its share; the margin is the search's
+    # 0.95 x 37.5 = 35.6 ms clears 1.02 x 34.2 = 34.9 ms, 0.9215 x 37.5 = 34.6 ms does not
+    assert latency_classes([38.3, 42.8], 82.4, hand_ms=37.5, low=34.2, faster_by=0.05)[0].reference == "hand"
+    assert latency_classes([38.3, 42.8], 82.4, hand_ms=37.5, low=34.2, faster_by=0.05,
+                           margin=0.03)[0].reference == "largest"
+
+
+def test_references_are_pooled_over_every_row_of_their_architecture():
+    space = load_space("tiny")
+    big, small = space.largest(), space.smallest()
+    lat = {"largest": {"median": 93.5, "low": 93.5, "high": 93.6, "rounds": [93.5, 93.6, 93.5]},
+           "dedicated": {"median": 93.5, "low": 93.0, "high": 94.7, "rounds": [93.0, 94.7, 93.5]},
+           "searched": {"median": 48.0, "low": 47.1, "high": 48.6, "rounds": [47.1, 48.6, 48.0]},
+           "reference: largest": {"median": 91.9, "low": 91.5, "high": 93.9, "rounds": [91.5, 91.9, 93.9]}}
+    configs = {"largest": big, "dedicated": big, "searched": small, "reference: largest": big}
+    pooled = _pool_references(lat, configs)
+    assert pooled["reference: largest"]["rounds"] == [93.5, 93.6, 93.5, 93.0, 94.7, 93.5, 91.5, 91.9, 93.9]
+    assert pooled["reference: largest"]["median"] == 93.5 and pooled["reference: largest"]["low"] == 91.5
+    assert pooled["searched"] == lat["searched"] and pooled["dedicated"] == lat["dedicated"]
+
+
 def test_summary_checks_each_searched_row_against_its_share_of_the_reference(tmp_path):
     rows = [_row("searched, 0.45 x largest", "searched", 41.0, 40.0, 42.0, 12.0, constraint_ms=37.0,
                  constraint="0.45 x largest", limit_ms=40.5, within_limit=False, ratio_to_reference=41.0 / 90.0),
             _row("searched, 0.95 x hand", "searched", 33.0, 32.0, 34.0, 11.0, constraint_ms=36.0,
-                 constraint="0.95 x hand", limit_ms=34.2, within_limit=True, ratio_to_reference=33.0 / 36.0)]
+                 constraint="0.95 x hand", limit_ms=34.2, within_limit=True, ratio_to_reference=33.0 / 36.0,
+                 share=0.95, search_share=0.9215)]
     meta = {"budget": {"super_s": 1.0, "search_s": 1.0, "finetune_s": 1.0, "n_constraints": 2, "per_model_s": 1.5},
             "constraints": [36.0, 37.0], "rounds": 3, "test_sentences": 10, "beam": 1, "timings": {}, "wall_s": 3.0,
             "references": {"largest": {"median": 90.0, "low": 88.0, "high": 91.0, "rounds": [88.0, 90.0, 91.0]},
@@ -76,7 +101,8 @@ def test_summary_checks_each_searched_row_against_its_share_of_the_reference(tmp
     text = write_summary(tmp_path, rows, meta).read_text()
     assert "1 of 2 searched subnets measured within their share of the reference" in text
     assert "reference largest 90.0 ms [88.0-91.0]" in text
-    assert "- searched, 0.45 x largest: 41.0 ms = 0.456 x the reference, limit 40.5 ms -> MISSED" in text
+    assert "- searched, 0.45 x largest: 41.0 ms = 0.456 x the reference, limit 40.5 ms -> MISSED\n" in text
+    assert "limit 34.2 ms -> met (searched at 0.9215)" in text
     assert "| 0.95 x hand = 34.2 ms, met |" in text and "| 0.45 x largest = 40.5 ms, **missed** |" in text
 
 

@@ -113,10 +113,13 @@ def _limits(searched: list[dict], meta: dict[str, Any]) -> list[str]:
         return []
     met = sum(r["within_limit"] for r in checked)
     return ["", f"Constraints on this machine, in the same rounds: {met} of {len(checked)} searched subnets "
-            "measured within their share of the reference (" + ", ".join(
+            "measured within their share of the reference (each reference's rounds pooled with every row of its "
+            "architecture: " + ", ".join(
                 f"reference {k} {Spread.from_dict(v)}" for k, v in refs.items()) + "):"] + [
         f"- {r['name']}: {r['measured_ms']:.1f} ms = {r['ratio_to_reference']:.3f} x the reference, limit "
-        f"{r['limit_ms']:.1f} ms -> {'met' if r['within_limit'] else 'MISSED'}" for r in checked]
+        f"{r['limit_ms']:.1f} ms -> {'met' if r['within_limit'] else 'MISSED'}"
+        + (f" (searched at {r['search_share']:g})" if r.get("search_share") not in (None, r.get("share")) else "")
+        for r in checked]
 
 
 def _by_origin(rows: list[dict]) -> list[str]:
