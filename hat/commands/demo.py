@@ -36,6 +36,7 @@ from hat.commands.demo_state import Ledger, bleu_check, json_problem, spreads_pr
 from hat.errors import HatError
 from hat.files import atomic_write_text, read_json
 from hat.latency.devices import resolve_device
+from hat.model.generate import Decoding
 from hat.space import (DesignSpace, describe, load_space, load_subconfig, load_subconfig_metadata, num_params,
                        save_subconfig)
 
@@ -282,7 +283,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
         "stages": stages, "constraints": constraints, "constraint_rule": rule, "references": references,
         "protocol": f"batch {proto.batch}, beam {proto.beam}, {proto.src_len}+{proto.tgt_len} tokens, "
                     f"{proto.warmup} warm-ups + {proto.runs} runs",
-        "rounds": b.rounds, "test_sentences": b.test_sentences, "beam": b.beam,
+        "rounds": b.rounds, "test_sentences": b.test_sentences, "beam": b.beam, "lenpen": Decoding.lenpen,
         "timings": dict(ledger.data["seconds"]), "wall_s": time.time() - t_demo,
     }
     return write_summary(out, rows, meta)
@@ -313,7 +314,7 @@ def _evaluate(out: Path, data: Path, entries: list[Entry], b: Budget, space: Des
                   "--data", str(data), "--format", "standalone", "--out", str(edir)])
         res_path, hyp_path = edir / "bleu.json", edir / "test.hyp"
         if stage_needed(f"BLEU of {e.name}", res_path, json_problem("BLEU result", bleu_check(hyp_path))):
-            res, h = evaluate(hat.load(edir / "model.pt"), data, "test", beam=b.beam, lenpen=0.6,
+            res, h = evaluate(hat.load(edir / "model.pt"), data, "test", beam=b.beam, lenpen=Decoding.lenpen,
                               limit=b.test_sentences)
             atomic_write_text(hyp_path, "\n".join(h) + "\n")
             atomic_write_text(res_path, json.dumps(res, indent=1))

@@ -58,7 +58,7 @@ def summary_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
     lines += [
         f"Machine: {meta.get('machine', '?')}. Latency: {meta.get('protocol', '')}, measured in "
         f"{meta['rounds']} interleaved rounds (median [min-max]). BLEU/chrF: sacrebleu on the first "
-        f"{meta['test_sentences']} test sentences, beam {meta['beam']}, lenpen 0.6.",
+        f"{meta['test_sentences']} test sentences, beam {meta['beam']}, lenpen {meta.get('lenpen', 0.6):g}.",
         f"Constraints (predicted ms at search): {', '.join(f'{c:g} ms' for c in meta['constraints'])} "
         f"({meta.get('constraint_rule', '')}).",
         "",
