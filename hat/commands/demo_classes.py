@@ -72,7 +72,7 @@ class LatencyClass:
     def search_share(self) -> float:
         """The share the search and its `--verify` hold; the final table checks `share`. Timing the
         same two models again an hour later moves their ratio by 1-2 % on a shared machine, so a
-        subnet verified exactly at its share misses it half the time when measured again."""
+        subnet verified exactly at its share can miss it when the final table times it again."""
         return round(self.share * (1 - self.margin), 4)
 
     @property
