@@ -75,7 +75,8 @@ FASTER_BY = 0.05  # the tightest search: this much faster than the hand design, 
 # latency range; at 1.12 the search's only room was the smallest subnet itself).
 HAND_ROOM = 1.2
 # Each search holds its share less this margin, the final table checks the share itself: the ratio of
-# two models re-timed an hour later moved by up to 1.7 % on the shared 2-core VM (RESULTS 5b).
+# two models re-timed 45-60 minutes later moved by up to 1.7 % (RESULTS 5b) and 4.3 % (5a, where the
+# subnet's own room below the search share absorbed it) on the shared 2-core VM.
 SEARCH_MARGIN = 0.03
 # Fine-tuning: twice the recipe's peak LR, no distillation. A teacher forward per step halves the
 # updates a wall-clock budget buys, and on this budget the updates are worth more than the teacher

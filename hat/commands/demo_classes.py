@@ -71,7 +71,7 @@ class LatencyClass:
     @property
     def search_share(self) -> float:
         """The share the search and its `--verify` hold; the final table checks `share`. Timing the
-        same two models again an hour later moves their ratio by 1-2 % on a shared machine, so a
+        same two models again 45-60 minutes later moved their ratio by up to 4 % on a shared machine, so a
         subnet verified exactly at its share can miss it when the final table times it again."""
         return round(self.share * (1 - self.margin), 4)
 
