@@ -227,6 +227,8 @@ def test_quick_demo_runs_from_the_bundled_sample_without_downloads(tmp_path, mon
         assert r["constraint"] == f"{r['share']:.2f} x {r['reference']}"
         assert r["limit_ms"] == pytest.approx(r["share"] * refs[r["reference"]]["median"])
         assert r["within_limit"] == (r["measured_ms"] <= r["limit_ms"])
+        assert r["search_share"] == r["share"]  # no search margin in a budget that sets none
+    assert "searched at" not in text and "searches hold" not in text
     assert all(f"| {r['kind']} | {r['name']} |" in text for r in rows)
     assert json.loads((tmp_path / "data" / "meta.json").read_text())["corpus"] == "sample"
     kept = sorted(p.relative_to(tmp_path / "run").as_posix() for p in (tmp_path / "run").rglob("checkpoint*.pt"))
