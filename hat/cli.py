@@ -19,6 +19,7 @@ COMMANDS = [
     "measure",
     "merge_latency",
     "fit_predictor",
+    "import_predictor",
     "prepare",
     "train",
     "search",

@@ -72,7 +72,7 @@ def _latency_info(args: argparse.Namespace) -> int:
         raise HatError("give a predictor file or --device, not both")
     space = load_space(args.space) if args.space else None
     spec = resolve_device(args.device) if args.device else None
-    path = args.config or (spec.predictor_path() if spec.predictor else None)
+    path = args.config or (_found(spec) if spec.predictor else None)
     pred = load_predictor(path, space) if path else None
     out: dict[str, Any] = {}
     if spec is not None:
@@ -83,10 +83,12 @@ def _latency_info(args: argparse.Namespace) -> int:
         out["device"] = {"name": spec.name, "description": spec.description, "protocol": proto,
                          "hardware": spec.hardware, "predictor": str(path) if path else None}
     if pred is not None:
-        lo, hi = pred.bounds() if pred.interval and len(pred.interval["ratios"]) else (None, None)
+        lo, hi = pred.bounds() if pred.has_interval else (None, None)
         out["predictor"] = {"path": str(path), "model": pred.name, "feature_set": pred.feature_set,
                             "device": pred.device, "space": (pred.space or {}).get("name"), "lat_norm": pred.lat_norm,
-                            "interval_90": [lo, hi], "protocol": pred.protocol or "unknown"}
+                            "interval_90": [lo, hi], "protocol": pred.protocol or "unknown", "origin": _origin(pred)}
+    if spec is not None and pred is None:
+        out["device"]["import_from_hat"] = spec.import_commands()
     warning = predictor_warning(pred, out["device"]["protocol"], "the device's protocol", spec.name) \
         if spec is not None and pred is not None else None
     if warning:
@@ -98,14 +100,45 @@ def _latency_info(args: argparse.Namespace) -> int:
         print(f"device      {spec.name}: {spec.description}" + (f" (hardware: {spec.hardware})" if spec.hardware else ""))
         print(f"protocol    {describe_protocol(out['device']['protocol'])}")
         if pred is None:
-            print("predictor   none yet (`hat measure`, then `hat fit-predictor`)")
+            looked = f"{spec.predictor} not found (beside the device YAML, then here); " if spec.predictor else ""
+            print(f"predictor   {looked}none ships: `hat measure` on the device, then `hat fit-predictor`")
+            for h, cmd in zip(spec.hat_predictors, spec.import_commands()):
+                print(f"from HAT    {h.get('task', '?')}: {cmd}")
     if pred is not None:
         d = out["predictor"]
         print(f"predictor   {path}: {pred.name}, {pred.feature_set} features, fit for device {pred.device or '?'}, "
               f"space {d['space'] or '?'}")
+        print(f"origin      {d['origin']}")
         if lo is not None:
             print(f"interval    90 %: {lo:.3f}-{hi:.3f} x the point estimate ({pred.interval.get('method')})")
+        else:
+            print("interval    none (searches hold the point estimate)")
         print(f"timed with  {describe_protocol(pred.protocol)}")
     if warning:
         print(warning)
     return 0
+
+
+def _found(spec: Any) -> Path | None:
+    """The device's predictor file, None when it names one that is not there (HAT's devices)."""
+    from hat.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        return spec.predictor_path()
+    except ConfigError:
+        return None
+
+
+def _origin(pred: Any) -> str:
+    """Where a predictor came from, in words: imported from HAT (file and norms), adapted, or fit here."""
+    from hat.latency.predictors.hat_import import imported_from  # noqa: PLC0415
+
+    rec = imported_from(pred)
+    if rec is not None:
+        fn = " ".join(f"{x:g}" for x in rec.get("feature_norm", []))
+        return f"imported from HAT's {rec.get('file', '?')} (feature-norm {fn}, lat-norm {rec.get('lat_norm', 0):g})"
+    src = pred.state.get("transferred_from")
+    if isinstance(src, dict):
+        return f"adapted from {src.get('file') or src.get('device') or '?'} ({src.get('model')}) with `--transfer-from`"
+    rows = (pred.interval or {}).get("rows")
+    return "fit by `hat fit-predictor`" + (f" on {rows} rows" if rows else "")

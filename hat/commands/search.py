@@ -67,8 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Search a SubTransformer that meets a latency constraint on a device. "
                                    "Values: defaults < --config settings file < flags.", epilog=EXAMPLES)
     g = p.add_argument_group("inputs")
-    g.add_argument("--config", help="search settings: a shipped name (hat/configs/search, e.g. tiny@cpu-2core) or a "
-                                    "YAML file whose keys are the options below (with _ for -)")
+    g.add_argument("--config", help="search settings: a shipped name (hat/configs/search, e.g. tiny@cpu-2core), a "
+                                    "YAML file whose keys are the options below (with _ for -), or HAT's "
+                                    "evo_search/*.yml (its predictor in ckpt-path, its subnet in write-config-path)")
     g.add_argument("--checkpoint", help="SuperTransformer checkpoint from `hat train` (needed by --scorer loss)")
     g.add_argument("--device", help="device name (hat/configs/device) or device YAML; gives the latency predictor")
     g.add_argument("--predictor", help="latency predictor file (overrides the device's), or macs[:MS_PER_GMAC] "
@@ -83,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                "0.95; 0.5: the median)")
     g.add_argument("--data", help="data directory from `hat prepare` (needed by --scorer loss)")
     g.add_argument("--space", help="design space name or YAML (default: the checkpoint's)")
-    g.add_argument("--out", required=True, help="best subnet YAML; siblings get .hat.yml, .log.csv, .pareto.csv/.png")
+    g.add_argument("--out", help="best subnet YAML (required unless a HAT settings file gives write-config-path); "
+                                 "siblings get .hat.yml, .log.csv, .pareto.csv/.png")
     a = p.add_argument_group("algorithm (HAT's defaults)")
     add_option(a, SEARCH_OPTIONS, "algorithm", choices=ALGORITHMS.names())
     add_option(a, SEARCH_OPTIONS, "scorer", "loss: inherited-weight validation loss; params: -decoder non-embedding "
@@ -125,7 +127,16 @@ def out_paths(out: str | Path) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hat.commands.hat_settings import apply_hat_settings, read_hat_settings
+
+    hat_values = read_hat_settings(args.config) if args.config else None
+    args.hat_predictor = None
+    if hat_values is not None:  # HAT's evo_search file: its keys are its flags
+        apply_hat_settings(args, hat_values, Path(args.config))
+        args.hat_settings, args.config = args.config, None
     apply_settings(args, SEARCH_OPTIONS, "search", "search settings")
+    if not args.out:
+        raise HatError("--out SUBNET.yml is required (or write-config-path in a HAT settings file)")
     # ---- cheap input checks first: bad input fails in milliseconds with one line -------
     scorer_cls = SCORERS.get(args.scorer)
     algorithm = ALGORITHMS.get(args.algorithm)
@@ -138,9 +149,9 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{args.checkpoint}: no such checkpoint file")
     if args.data and not Path(args.data, "meta.json").is_file():
         raise DataError(f"{args.data}: not a `hat prepare` data directory (no meta.json)")
-    if not args.device and not args.predictor:
+    if not args.device and not args.predictor and not args.hat_predictor:
         raise HatError("give --device NAME (its latency predictor) or --predictor FILE")
-    if args.device and not args.predictor:
+    if args.device and not args.predictor and not args.hat_predictor:
         resolve_device(args.device)  # unknown device -> one-line ConfigError
     if args.faster_than is not None and args.latency_constraint is not None:
         raise HatError("give --latency-constraint MS or --faster-than REF.yml, not both")
@@ -186,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
             if space.to_dict()["super"] != model.space.to_dict()["super"]:
                 raise HatError(f"--space {args.space}: super dims differ from the checkpoint's space {model.space.name}")
             model.space = space  # search a sub-space of the trained one (validate() uses it)
-        predictor, pred_name = select_predictor(args.predictor, args.device, space)
+        predictor, pred_name = _hat_predictor(args, space) if args.hat_predictor else \
+            select_predictor(args.predictor, args.device, space)
         target = _verify_target(args, predictor) if args.verify else None
         if reference is not None:
             args.latency_constraint = _relative_constraint(space, predictor, reference, args)
@@ -233,16 +245,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hat_predictor(args: argparse.Namespace, space):
+    """HAT's predictor named by a HAT settings file's ckpt-path, imported in memory with its norms."""
+    from hat.commands.hat_settings import check_layout
+    from hat.latency.predictors.hat_import import import_hat
+    from hat.space import HAT_FEATURE_NORM
+
+    path, feature_norm, lat_norm, layout = args.hat_predictor
+    dev = resolve_device(args.device).name if args.device else ""
+    pred = import_hat(path, lat_norm, feature_norm or HAT_FEATURE_NORM, None, dev)
+    check_layout(pred, layout, args.hat_settings)
+    return pred, str(path)
+
+
 def _held_against_constraint(predictor, name: str, quantile: float | None):
     """(the predictor the search holds against the constraint, what that means in words): a quantile
     of the calibrated interval when the predictor has one, else its point estimate."""
     from hat.latency.estimate import ConstraintBound
 
-    if hasattr(predictor, "quantile_factor"):
+    if hasattr(predictor, "quantile_factor") and getattr(predictor, "has_interval", True):
         bound = ConstraintBound(predictor, quantile)
         return bound, bound.describe(name)
     if quantile is not None:
-        raise HatError(f"--constraint-quantile: predictor {name} has no calibrated interval (use a fitted predictor)")
+        why = predictor._no_interval() if hasattr(predictor, "_no_interval") else f"predictor {name} has no interval"
+        raise HatError(f"--constraint-quantile: {why}")
+    if getattr(predictor, "state", {}).get("imported"):
+        return predictor, (f"the point estimate of {name}, as HAT holds it (imported from HAT without calibration "
+                           "rows: no interval; `hat import-predictor --calibrate-on CSV` gives one)")
     return predictor, f"the point estimate of {name} (it has no interval)"
 
 

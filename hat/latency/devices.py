@@ -1,7 +1,9 @@
 """Device registry: `hat/configs/device/NAME.yaml` (or any YAML path) -> DeviceSpec.
 
 A device YAML holds `name`, `description`, `predictor` (optional path), `protocol`
-(src_len, tgt_len, beam, threads, backend, lat_norm ...) and optionally `hardware`: a piece of the
+(src_len, tgt_len, beam, threads, backend, lat_norm ...), optionally `hat_predictors` (HAT's trained
+predictors of this device, by file name, with the space and lat-norm to import them with: HAT's
+devices ship none of ours) and optionally `hardware`: a piece of the
 CPU model, board model or GPU name that identifies the device (`Raspberry Pi`, `TITAN Xp`), so a
 search on another machine knows it cannot measure the device (`hat search --verify`). A relative predictor path is looked up
 next to the YAML first (the shipped predictors sit beside their device files inside the
@@ -25,11 +27,17 @@ class DeviceSpec:
     protocol: dict[str, Any] = field(default_factory=dict, hash=False)
     source: str = ""
     hardware: str | None = None  # None: any machine that runs the backend is this device
+    hat_predictors: tuple[dict[str, Any], ...] = field(default=(), hash=False)  # {file, space, lat_norm, task}
 
     @property
     def lat_norm(self) -> float:
         """HAT divides the latency target by this (Pi 5000, Xeon 300, GPU 200 ms)."""
         return float(self.protocol.get("lat_norm", 100.0))
+
+    def import_commands(self) -> list[str]:
+        """`hat import-predictor` lines that make this device's predictor from HAT's files."""
+        return [f"hat import-predictor {h['file']} --device {self.name} --space {h.get('space', 'wmt-latency')} "
+                f"--out {self.predictor or self.name + '.pt'}" for h in self.hat_predictors]
 
     def predictor_path(self) -> Path:
         """The predictor file, or a ConfigError saying how to make one."""
@@ -39,6 +47,8 @@ class DeviceSpec:
             f"or fit an existing HAT latency CSV: `python train_predictor.py --data HAT.csv --space SPACE --out P.pt`, "
             f"then set `predictor:` in {self.source or 'the device YAML'} or pass --predictor"
         )
+        if self.hat_predictors:
+            how = f"with HAT's trained predictor: `{self.import_commands()[0]}` in the working directory; or {how}"
         if not self.predictor:
             raise ConfigError(f"device {self.name}: no latency predictor yet; {how}")
         here = Path(self.source).parent if self.source else None
@@ -69,6 +79,8 @@ def resolve_device(name: str | Path) -> DeviceSpec:
     proto = data.get("protocol") or {}
     if not isinstance(proto, dict):
         raise ConfigError(f"{p}: `protocol` must be a mapping")
-    pred, hw = data.get("predictor"), data.get("hardware")
+    pred, hw, hat = data.get("predictor"), data.get("hardware"), data.get("hat_predictors") or []
+    if not isinstance(hat, list) or not all(isinstance(h, dict) and isinstance(h.get("file"), str) for h in hat):
+        raise ConfigError(f"{p}: `hat_predictors` must be a list of mappings with a `file:`")
     return DeviceSpec(str(data["name"]), str(data.get("description", "")), str(pred) if pred else None, dict(proto), str(p),
-                      str(hw) if hw else None)
+                      str(hw) if hw else None, tuple(dict(h) for h in hat))

@@ -254,10 +254,21 @@ class Predictor:
         return self._predict(Rows(np.atleast_2d(raw10), full))
 
     # -- intervals --
+    @property
+    def has_interval(self) -> bool:
+        return bool(self.interval) and len(self.interval.get("ratios", ())) > 0
+
+    def _no_interval(self) -> str:
+        where = self.source or "predictor"
+        if isinstance(self.state.get("imported"), dict):
+            return (f"{where}: imported from HAT without calibration rows, so it has no interval "
+                    "(re-import with --calibrate-on CSV)")
+        return f"{where}: has no calibrated interval (refit it)"
+
     def bounds(self, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
         """(lower, upper) multipliers of the point prediction for a `level` interval."""
-        if not self.interval or len(self.interval["ratios"]) == 0:
-            raise ConfigError(f"{self.source or 'predictor'}: has no calibrated interval (refit it)")
+        if not self.has_interval:
+            raise ConfigError(self._no_interval())
         return conformal_bounds(self.interval["ratios"].numpy(), level)
 
     def quantile_factor(self, q: float) -> float:
@@ -265,8 +276,8 @@ class Predictor:
         split conformal, rank ceil((n+1)q)); q = (1+level)/2 is the `level` interval's upper bound."""
         if not 0 < q < 1:
             raise ConfigError(f"quantile {q:g}: must be between 0 and 1 (e.g. 0.95)")
-        if not self.interval or len(self.interval["ratios"]) == 0:
-            raise ConfigError(f"{self.source or 'predictor'}: has no calibrated interval (refit it)")
+        if not self.has_interval:
+            raise ConfigError(self._no_interval())
         r = np.sort(self.interval["ratios"].numpy())
         k = min(max(math.ceil((len(r) + 1) * q - 1e-9), 1), len(r))
         return float(r[k - 1])
@@ -359,6 +370,9 @@ def load_predictor(path: str | Path, space: DesignSpace | None = None) -> Predic
     it unless it was fit on that space (or on a superset with the same super dims)."""
     path = Path(path)
     d = load_torch(path, "predictor file")
+    if isinstance(d, dict) and "first_layer.weight" in d and "format" not in d:
+        raise CheckpointError(f"{path}: a HAT latency predictor (state dict); import it first: hat import-predictor "
+                              f"{path} --lat-norm N --space SPACE --out P.pt")
     fmt = d.get("format") if isinstance(d, dict) else None
     if fmt == "hat-latency-predictor/1":
         raise CheckpointError(f"{path}: predictor format {fmt} has no prediction interval; refit it with hat fit-predictor")

@@ -56,24 +56,30 @@ def train_mlp(x: np.ndarray, y: np.ndarray, hidden: Sequence[int], lr: float, st
 
 
 def mlp_apply(state: dict[str, torch.Tensor], hidden: Sequence[int], x: np.ndarray) -> np.ndarray:
-    net = _mlp(x.shape[1], hidden)
-    net.load_state_dict(state)
+    """The `_mlp` network's forward straight from its state dict (the same ops as the module; building
+    one per call would spend most of a search re-initialising weights that are then overwritten)."""
+    h = torch.tensor(x, dtype=torch.float32)
     with torch.no_grad():
-        return net(torch.tensor(x, dtype=torch.float32)).view(-1).double().numpy()
+        for i in range(len(hidden) + 1):
+            h = nn.functional.linear(h, state[f"{2 * i}.weight"], state[f"{2 * i}.bias"])
+            if i < len(hidden):
+                h = torch.relu(h)
+    return h.view(-1).double().numpy()
 
 
 @register("hat-mlp")
 class HatMLP(Predictor):
     """HAT's recipe, exactly: the 10 averages / [640,6,2048,6,640,6,2048,6,6,2], target
     ms / lat-norm, MLP 10-400-400-400-400-1 ReLU, Adam 1e-5, batch 128, 5000 steps. Transfer
-    rescales lat-norm by the median ratio target/source and fine-tunes `transfer_steps`."""
+    rescales lat-norm by the median ratio target/source and fine-tunes `transfer_steps`. A predictor
+    imported from HAT's fork (`hat_import`) keeps its own feature-norm in `state`."""
 
     OPTIONS: dict[str, Any] = {"steps": 5000, "lr": 1e-5, "batch": 128, "hidden": [400, 400, 400, 400],
                                "transfer_steps": 1000}
     CALIBRATION_FOLDS = 1
 
     def _x(self, rows: Rows) -> np.ndarray:
-        return rows.raw10 / np.array(HAT_FEATURE_NORM)
+        return rows.raw10 / np.array(self.state.get("feature_norm", HAT_FEATURE_NORM))
 
     def _predict(self, rows: Rows) -> np.ndarray:
         return mlp_apply(self.state["net"], self.state["hidden"], self._x(rows)) * self.lat_norm
@@ -81,13 +87,16 @@ class HatMLP(Predictor):
     def _train(self, rows: Rows, y: np.ndarray, seed: int, steps: int, init: dict | None = None) -> None:
         o = self.options
         net = train_mlp(self._x(rows), y / self.lat_norm, o["hidden"], o["lr"], steps, o["batch"], seed, init=init)
-        self.state = {"net": net, "hidden": list(o["hidden"])}
+        keep = {k: self.state[k] for k in ("feature_norm",) if k in self.state}
+        self.state = {"net": net, "hidden": list(o["hidden"]), **keep}
 
     def _fit(self, rows: Rows, y: np.ndarray, seed: int) -> None:
         self._train(rows, y, seed, self.options["steps"])
 
     def _transfer(self, source: Predictor, rows: Rows, y: np.ndarray, seed: int) -> None:
         self.lat_norm = source.lat_norm * float(np.median(y / np.maximum(source._predict(rows), 1e-9)))
+        if "feature_norm" in source.state:  # an imported source reads its own feature scale
+            self.state = {"feature_norm": source.state["feature_norm"]}
         self._train(rows, y, seed, self.options["transfer_steps"], init=source.state["net"])
 
 
