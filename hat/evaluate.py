@@ -244,3 +244,10 @@ def paired_bleu_pvalue(base_hyps: Sequence[str], hyps: Sequence[str], refs: Sequ
                       test_type="bs", n_samples=samples)
     _, scores = test()
     return float(scores["BLEU"][1].p_value)
+
+
+def pvalue_text(p: float, samples: int = 1000) -> str:
+    """`p=0.030`, or `p<0.001` at the floor of a `samples`-sample bootstrap ((0 + 1) / (samples + 1)):
+    a p-value that small is a bound, not a measurement."""
+    floor = 1.0 / (samples + 1)
+    return f"p<{1 / samples:g}" if p <= floor * (1 + 1e-9) else f"p={p:.3f}"

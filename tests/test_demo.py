@@ -141,6 +141,10 @@ def test_comparisons_claim_a_win_only_beyond_the_spread():
     assert "same speed within the spread" in tie and "beats" not in tie
     assert "loses on both axes" in compare(_row("s", "searched", 120, 110, 130, 19.0), base)
     assert "p=0.010 significant" in compare(_row("s", "searched", 50, 48, 52, 21, p_vs={"dedicated": 0.01}), base)
+    # the floor of sacrebleu's 1,000-sample bootstrap, 1/1001, is a bound: printed as one
+    floor = compare(_row("s", "searched", 50, 48, 52, 21, p_vs={"dedicated": 1 / 1001}), base)
+    assert "p<0.001 significant" in floor and "p=0.001" not in floor
+    assert "p=0.002" in compare(_row("s", "searched", 50, 48, 52, 21, p_vs={"dedicated": 2 / 1001}), base)
 
 
 def test_summary_table_json_and_plot(tmp_path):

@@ -104,11 +104,23 @@ def test_left_padding_does_not_change_outputs():
 
 
 def test_configure_changes_only_active_slices_and_validates():
-    model = get_model("tiny-postnorm-shared")
+    """A step on the smallest subnet reaches exactly its front slices: gradients are zero outside
+    them (absent layers included) and non-zero inside; a config outside the space is refused."""
+    torch.manual_seed(0)
+    model = SuperTransformer(load_space("tiny"), ModelArgs(V, V, dropout=0.0, attention_dropout=0.0))
     space = model.space
-    n_before = sum(p.numel() for p in model.parameters())
-    model.configure(space.smallest())
-    assert sum(p.numel() for p in model.parameters()) == n_before
+    cfg = space.smallest()
+    src, prev = batch(3)
+    model.zero_grad()
+    model(src, None, prev, cfg).float().pow(2).mean().backward()
+    d, f = cfg.encoder_embed_dim, cfg.encoder_ffn_embed_dim[0]
+    fc1 = model.encoder.layers[0].ffn.fc1.weight.grad
+    assert fc1[:f, :d].abs().sum() > 0
+    assert fc1[f:].abs().sum() == 0 and fc1[:, d:].abs().sum() == 0
+    for layer in model.encoder.layers[cfg.encoder_layer_num:]:  # depth beyond the config: untouched
+        assert all(p.grad is None or p.grad.abs().sum() == 0 for p in layer.parameters())
+    for layer in model.decoder.layers[cfg.decoder_layer_num:]:
+        assert all(p.grad is None or p.grad.abs().sum() == 0 for p in layer.parameters())
     bad = space.largest().to_dict()
     bad["encoder_embed_dim"] = 100
     from hat.errors import ConfigError

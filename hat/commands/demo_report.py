@@ -37,8 +37,10 @@ def compare(row: dict, base: dict) -> str:
     d = row["bleu"] - base["bleu"]
     faster, slower = a.faster_than(b), b.faster_than(a)
     speed = "faster" if faster else "slower" if slower else "same speed within the spread"
+    from hat.evaluate import pvalue_text  # noqa: PLC0415
+
     p = row.get("p_vs", {}).get(base["name"])
-    sig = "" if p is None else (f", p={p:.3f}" + (" significant" if p < 0.05 else " not significant"))
+    sig = "" if p is None else (f", {pvalue_text(p)}" + (" significant" if p < 0.05 else " not significant"))
     verdict = ""
     if faster and d > 0:
         verdict = " -> beats it on both axes"

@@ -267,7 +267,8 @@ def _held_against_constraint(predictor, name: str, quantile: float | None):
         bound = ConstraintBound(predictor, quantile)
         return bound, bound.describe(name)
     if quantile is not None:
-        why = predictor._no_interval() if hasattr(predictor, "_no_interval") else f"predictor {name} has no interval"
+        why = predictor._no_interval() if hasattr(predictor, "_no_interval") else \
+            f"predictor {name} has no calibrated interval (use a fitted predictor)"
         raise HatError(f"--constraint-quantile: {why}")
     if getattr(predictor, "state", {}).get("imported"):
         return predictor, (f"the point estimate of {name}, as HAT holds it (imported from HAT without calibration "

@@ -4,13 +4,12 @@ A model is a `Predictor` subclass registered under a name (`@register("cost")`);
 `_fit(rows, y, seed)`, `_predict(rows) -> ms` and `_transfer(source, rows, y, seed)` (adapt a
 predictor of another device with few rows). `fit` and `transfer` wrap these with split-conformal
 calibration: copies of the model are fit with some rows held out (K folds, or one split for models
-slow to fit), and the held-out ratios measured/predicted give the interval (DESIGN.md 6c), so every
-predictor has `predict_interval(cfgs, level)`.
-
+slow to fit), and the held-out ratios measured/predicted give the interval (DESIGN.md 6c): every
+fitted predictor has `predict_interval(cfgs, level)` (one imported from HAT has none unless calibrated).
 A saved predictor is a plain dict of tensors/numbers/strings (`torch.load(weights_only=True)`, no
-pickled classes) holding the model name, feature set, protocol context, lat-norm, device, design
-space, fitted state, calibration ratios and the measurement protocol of the training rows
-(`hat.latency.provenance`; files written before it was recorded load with it unknown).
+pickled classes): model name, feature set, protocol context, lat-norm, device, design space, fitted
+state, calibration ratios and the measurement protocol of the training rows (`hat.latency.provenance`;
+files written before it was recorded load with it unknown).
 """
 from __future__ import annotations
 
@@ -259,11 +258,9 @@ class Predictor:
         return bool(self.interval) and len(self.interval.get("ratios", ())) > 0
 
     def _no_interval(self) -> str:
-        where = self.source or "predictor"
-        if isinstance(self.state.get("imported"), dict):
-            return (f"{where}: imported from HAT without calibration rows, so it has no interval "
-                    "(re-import with --calibrate-on CSV)")
-        return f"{where}: has no calibrated interval (refit it)"
+        why = "imported from HAT without calibration rows, so it has no interval (re-import with --calibrate-on " \
+            "CSV)" if isinstance(self.state.get("imported"), dict) else "has no calibrated interval (refit it)"
+        return f"{self.source or 'predictor'}: {why}"
 
     def bounds(self, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
         """(lower, upper) multipliers of the point prediction for a `level` interval."""
@@ -370,9 +367,9 @@ def load_predictor(path: str | Path, space: DesignSpace | None = None) -> Predic
     it unless it was fit on that space (or on a superset with the same super dims)."""
     path = Path(path)
     d = load_torch(path, "predictor file")
-    if isinstance(d, dict) and "first_layer.weight" in d and "format" not in d:
-        raise CheckpointError(f"{path}: a HAT latency predictor (state dict); import it first: hat import-predictor "
-                              f"{path} --lat-norm N --space SPACE --out P.pt")
+    if isinstance(d, dict) and "first_layer.weight" in d and "format" not in d:  # HAT's state dict
+        raise CheckpointError(f"{path}: a HAT latency predictor; import it first: hat import-predictor {path} --lat-norm N "
+                              "--space SPACE --out P.pt")
     fmt = d.get("format") if isinstance(d, dict) else None
     if fmt == "hat-latency-predictor/1":
         raise CheckpointError(f"{path}: predictor format {fmt} has no prediction interval; refit it with hat fit-predictor")
