@@ -243,7 +243,10 @@ def paired_bleu_pvalue(base_hyps: Sequence[str], hyps: Sequence[str], refs: Sequ
     test = PairedTest([("base", list(base_hyps)), ("other", list(hyps))], {"BLEU": BLEU()}, [list(refs)],
                       test_type="bs", n_samples=samples)
     _, scores = test()
-    return float(scores["BLEU"][1].p_value)
+    base, other = scores["BLEU"]
+    if base.score == other.score:  # sacrebleu counts resamples strictly above the observed difference:
+        return 1.0  # a difference of 0 would read p = 1/(samples+1), "significant", for identical outputs
+    return float(other.p_value)
 
 
 def pvalue_text(p: float, samples: int = 1000) -> str:

@@ -4,11 +4,13 @@ import json
 import pytest
 
 from hat.commands import demo
-from hat.commands.demo import Budget, Ledger, _pool_references
-from hat.commands.demo_classes import hand_design, latency_classes, latency_constraints, uniform_configs
+from hat.commands.demo import Budget, Ledger
+from hat.commands.demo_classes import LatencyClass
+from hat.commands.demo_evaluate import measured_fields, pool_references
+from hat.commands.demo_classes import HAND_BAND, hand_design, latency_classes, latency_constraints, uniform_configs
 from hat.commands.demo_report import QUICK_WARNING, compare, write_summary
 from hat.latency.compare import Spread, measure_interleaved
-from hat.space import load_space
+from hat.space import load_space, num_params
 
 
 def test_uniform_baselines_are_valid_and_uniform():
@@ -31,14 +33,28 @@ class ParamsPredictor:
         return [10.0 * c.decoder_layer_num * c.decoder_embed_dim / 256 + c.encoder_layer_num for c in cfgs]
 
 
-def test_hand_design_is_the_biggest_uniform_config_that_meets_the_constraint():
+def test_hand_design_spends_the_class_and_trains_fastest_and_the_earlier_rule_takes_the_most_params():
     space = load_space("tiny")
     pred = ParamsPredictor()
-    pick = hand_design(space, pred, 15.0)
-    assert pred.predict([pick])[0] <= 15.0
-    assert pick.decoder_layer_num == 1 and pick.encoder_layer_num == 3 and pick.encoder_embed_dim == 256
+    lat = {c: pred.predict([c])[0] for c in uniform_configs(space)}
+    # latencies: dec 1x192 9.5/10.5 (enc 2/3), dec 1x256 12/13, dec 2x192 17/18, dec 2x256 22/23: at 13 the
+    # band 12.35-13 holds dec 1x256 enc 3; at 16 the band 15.2-16 is empty (the slowest under it, 13, is taken)
+    for limit in (13.0, 16.0, 23.0):
+        pick, most = hand_design(space, pred, limit), hand_design(space, pred, limit, rule="most")
+        band = [c for c, p in lat.items() if HAND_BAND * limit <= p <= limit]
+        under = [c for c, p in lat.items() if p <= limit]
+        assert lat[pick] <= limit and lat[most] <= limit
+        if band:  # the fewest parameters of the band, never one below it
+            assert pick in band and num_params(pick, space) == min(num_params(c, space) for c in band)
+        else:
+            assert lat[pick] == max(lat[c] for c in under)
+        assert num_params(most, space) == max(num_params(c, space) for c in under)
+    # at 23 the band (dec 2x256) has ffn-512 designs far lighter than the most-params one, so the rules differ
+    assert hand_design(space, pred, 23.0) != hand_design(space, pred, 23.0, rule="most")
     fastest = hand_design(space, pred, 0.5)  # nothing meets it: the fastest uniform config
     assert pred.predict([fastest])[0] == min(pred.predict(uniform_configs(space)))
+    with pytest.raises(ValueError):
+        hand_design(space, pred, 16.0, rule="median")
 
 
 def test_constraints_are_shares_of_the_largest_unless_one_falls_below_the_smallest():
@@ -82,10 +98,26 @@ def test_references_are_pooled_over_every_row_of_their_architecture():
            "searched": {"median": 48.0, "low": 47.1, "high": 48.6, "rounds": [47.1, 48.6, 48.0]},
            "reference: largest": {"median": 91.9, "low": 91.5, "high": 93.9, "rounds": [91.5, 91.9, 93.9]}}
     configs = {"largest": big, "dedicated": big, "searched": small, "reference: largest": big}
-    pooled = _pool_references(lat, configs)
+    pooled = pool_references(lat, configs)
     assert pooled["reference: largest"]["rounds"] == [93.5, 93.6, 93.5, 93.0, 94.7, 93.5, 91.5, 91.9, 93.9]
     assert pooled["reference: largest"]["median"] == 93.5 and pooled["reference: largest"]["low"] == 91.5
     assert pooled["searched"] == lat["searched"] and pooled["dedicated"] == lat["dedicated"]
+
+
+def test_a_row_is_within_its_limit_only_when_its_median_is_at_most_share_x_the_pooled_reference():
+    small, big = load_space("tiny").smallest(), load_space("tiny").largest()
+    lat = {"a": {"median": 45.0, "low": 44.0, "high": 46.0, "rounds": [44.0, 45.0, 46.0]},
+           "b": {"median": 45.5, "low": 44.0, "high": 46.0, "rounds": [44.0, 45.5, 46.0]},
+           "largest": {"median": 91.0, "low": 90.0, "high": 91.0, "rounds": [90.0, 91.0, 91.0]},
+           "reference: largest": {"median": 89.0, "low": 88.0, "high": 90.0, "rounds": [88.0, 89.0, 90.0]}}
+    lat = pool_references(lat, {"a": small, "b": small, "largest": big, "reference: largest": big})
+    k = LatencyClass("largest", 0.5, margin=0.03)  # pooled median 90.0: the limit is 45.0 ms
+    a, b = measured_fields(lat, "a", k), measured_fields(lat, "b", k)
+    assert a["limit_ms"] == b["limit_ms"] == pytest.approx(45.0)  # not 0.5 x 89.0, the reference's own median
+    assert a["within_limit"] and not b["within_limit"]  # 45.0 is within, 45.5 is not
+    assert a["ratio_to_reference"] == pytest.approx(0.5) and a["search_share"] == pytest.approx(0.485)
+    assert a["measured_ms"] == 45.0 and a["measured_rounds"] == [44.0, 45.0, 46.0]
+    assert "limit_ms" not in measured_fields(lat, "a")  # a baseline has no limit
 
 
 def test_summary_checks_each_searched_row_against_its_share_of_the_reference(tmp_path):
@@ -216,9 +248,11 @@ def test_quick_demo_runs_from_the_bundled_sample_without_downloads(tmp_path, mon
         raise AssertionError("the quick demo must not download anything")
 
     monkeypatch.setattr(sources, "gather", no_download)
-    tiny = Budget(super_minutes=0.05, finetune_minutes=0.01, max_tokens=512, super_warmup=2, latency_samples=20,
-                  latency_runs=1, search_population=4, search_parents=2, search_children=1, search_iterations=1,
-                  valid_sentences=16, constraints=(0.5, 0.7), test_sentences=8, beam=1, rounds=1, max_updates=30)
+    # enough latency rows and candidates that `--verify`'s bias correction has candidates left to time
+    tiny = Budget(super_minutes=0.05, finetune_minutes=0.01, max_tokens=512, super_warmup=2, latency_samples=30,
+                  latency_runs=2, search_population=8, search_parents=2, search_children=3, search_iterations=2,
+                  valid_sentences=16, constraints=(0.5, 0.7), test_sentences=8, beam=1, rounds=1, max_updates=30,
+                  faster_by=0.0)
     monkeypatch.setattr(demo, "QUICK", tiny)
     summary = demo.run_demo(tmp_path / "run", tmp_path / "data", quick=True)
     text = summary.read_text()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hat.cli import main
-from hat.evaluate import compound_split, score
+from hat.evaluate import compound_split, paired_bleu_pvalue, pvalue_text, score
 from hat.model.generate import length_sorted_batches
 from test_export import shared_setup
 
@@ -28,6 +28,17 @@ def test_score_helper_perfect_and_partial():
     assert "tok:13a" in r["bleu_signature"] and "version:" in r["chrf_signature"]
     worse = score(["The house is blue.", "A cat.", "Dogs."], refs)
     assert 0 < worse["bleu"] < 100
+
+
+def test_paired_bootstrap_calls_identical_outputs_chance_and_a_clear_win_significant():
+    refs = [f"the cat number {i} sat on the mat" for i in range(60)]
+    bad = [f"a dog {i} stood" for i in range(60)]
+    good = [r if i % 3 else f"the cat {i} sat" for i, r in enumerate(refs)]
+    assert paired_bleu_pvalue(bad, bad, refs) == 1.0  # no difference is never "significant"
+    p = paired_bleu_pvalue(bad, good, refs)
+    assert p < 0.05 and pvalue_text(p) == "p<0.001"
+    mixed = [g if i % 2 else b for i, (g, b) in enumerate(zip(good, bad))]
+    assert paired_bleu_pvalue(bad, mixed, refs) < 1.0
 
 
 def test_compound_split_matches_hat_script():

@@ -835,8 +835,9 @@ def test_killed_demo_resumes_and_redoes_only_damaged_results(env, tmp_path, caps
     monkeypatch.setattr(demo, "QUICK", demo.Budget(
         super_minutes=0.05, finetune_minutes=0.01, max_tokens=256, super_warmup=1, latency_samples=30,
         latency_runs=1, search_population=4, search_parents=2, search_children=1, search_iterations=1,
-        valid_sentences=8, constraints=(0.6, 0.9), test_sentences=4, beam=1, rounds=1, max_updates=25))
-    real, calls, kill = demo._hat, [], {"at": "sampling.policy=fixed"}
+        valid_sentences=8, constraints=(0.6, 0.9), test_sentences=4, beam=1, rounds=1, max_updates=25,
+        faster_by=0.0))
+    real, calls, kill = demo.hat_stage, [], {"at": "sampling.policy=fixed"}
 
     def hat_then_kill(argv):
         calls.append(argv)
@@ -845,7 +846,7 @@ def test_killed_demo_resumes_and_redoes_only_damaged_results(env, tmp_path, caps
             kill["at"] = None
             raise Killed
 
-    monkeypatch.setattr(demo, "_hat", hat_then_kill)
+    monkeypatch.setattr(demo, "hat_stage", hat_then_kill)
     device = write(tmp_path / "quick-cpu.yaml", "name: quick-cpu\nprotocol: {src_len: 4, tgt_len: 2, beam: 1, "
                    "threads: 1, lat_norm: 100}\n")  # HAT's protocol, shrunk to milliseconds a model
     out = tmp_path / "demo"

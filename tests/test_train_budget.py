@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+from hat.errors import ConfigError
 from hat.model.checkpoint import load_checkpoint
 from hat.space import load_space, save_subconfig
 from hat.train import LRSchedule
@@ -47,6 +48,29 @@ def test_wsd_holds_the_rate_then_decays_linearly_in_the_last_share():
     assert wsd.lr_at(1010) == pytest.approx(1e-5)
     assert wsd.lr_at(20, progress=0.9) == pytest.approx(wsd.lr_at(909))  # 0.9 of the budget = update 909 of 1010
     assert LRSchedule("cosine", 1e-3, 10, 1e-7, 1e-5, 1010).lr_at(500) < 1e-3  # cosine would have decayed
+
+
+def test_warmup_share_warms_up_over_that_share_of_the_budget():
+    wsd = LRSchedule("wsd", 2e-3, warmup_updates=0, warmup_init_lr=0.0, min_lr=1e-5, max_updates=100_000,
+                     decay_fraction=0.2, warmup_share=0.1)
+    # by the clock, whatever the update count: a quarter of the warm-up share is a quarter of the rate
+    assert wsd.lr_at(3, progress=0.025) == pytest.approx(5e-4)
+    assert wsd.lr_at(3000, progress=0.025) == pytest.approx(5e-4)
+    assert [wsd.lr_at(7, progress=p) for p in (0.1, 0.5, 0.79)] == pytest.approx([2e-3] * 3)  # then stable
+    assert wsd.lr_at(7, progress=0.9) == pytest.approx((2e-3 + 1e-5) / 2)  # and decays in the last 20 %
+    both = LRSchedule("wsd", 2e-3, 100, 0.0, 1e-5, 100_000, warmup_share=0.1)
+    assert both.lr_at(50, progress=0.5) == pytest.approx(1e-3)  # the updates still warming up rule
+    assert both.lr_at(500, progress=0.05) == pytest.approx(1e-3)  # and so does the clock
+    with pytest.raises(ConfigError):
+        LRSchedule("wsd", 2e-3, 0, 0.0, 1e-5, 1000, warmup_share=1.0)
+
+
+def test_warmup_share_needs_a_budget(work, tmp_path, capsys):
+    assert _train(work, tmp_path / "x", "warmup_share=0.1") == 2
+    err = capsys.readouterr().err
+    assert "warmup_share=0.1 is a share of budget_minutes" in err and not (tmp_path / "x").exists()
+    assert _train(work, tmp_path / "y", "warmup_share=1.5", "budget_minutes=1") == 2
+    assert "warmup_share=1.5: must be a number >= 0 and < 1" in capsys.readouterr().err
 
 
 def test_budget_stops_anneals_and_survives_a_resume(work, tmp_path, monkeypatch):

@@ -31,13 +31,27 @@ def uniform_configs(space: DesignSpace) -> list[SubConfig]:
     return out
 
 
-def hand_design(space: DesignSpace, predictor: Any, constraint: float) -> SubConfig:
-    """The uniformly shrunk config a person would pick for `constraint`: the most parameters
-    among those predicted to meet it (the fastest one when none does)."""
+HAND_BAND = 0.95  # `hand` uses at least this share of its class's latency limit
+
+
+def hand_design(space: DesignSpace, predictor: Any, constraint: float, rule: str = "fewest") -> SubConfig:
+    """The uniformly shrunk config a person would pick for `constraint`. The rule: of the uniform
+    designs predicted to use HAND_BAND-100 % of the limit (a person spends the latency they are
+    given), the one with the fewest parameters, the one that trains the most updates in a
+    wall-clock budget (`rule="most"`: the most parameters under the limit, the earlier demos' rule,
+    whose `hand` trained the fewest updates). None in the band: the slowest under the limit; none
+    under it: the fastest of all."""
+    if rule not in ("fewest", "most"):
+        raise ValueError(f"hand_design rule={rule!r}: expected 'fewest' or 'most'")
     cands = uniform_configs(space)
-    preds = predictor.predict(cands)
-    ok = [(num_params(cfg, space), cfg) for cfg, p in zip(cands, preds) if p <= constraint]
-    return max(ok, key=lambda x: x[0])[1] if ok else min(zip(preds, cands), key=lambda x: x[0])[1]
+    preds = [float(p) for p in predictor.predict(cands)]
+    ok = [(p, num_params(cfg, space), cfg) for cfg, p in zip(cands, preds) if p <= constraint]
+    if not ok:
+        return min(zip(preds, cands), key=lambda x: x[0])[1]
+    if rule == "most":
+        return max(ok, key=lambda x: x[1])[2]
+    band = [x for x in ok if x[0] >= HAND_BAND * constraint]
+    return min(band, key=lambda x: (x[1], -x[0]))[2] if band else max(ok, key=lambda x: x[0])[2]
 
 
 def latency_constraints(fractions: tuple[float, ...], top: float, low: float,
@@ -97,4 +111,4 @@ def latency_classes(constraints: list[float], top: float, hand_ms: float, low: f
     return classes
 
 
-__all__ = ["LatencyClass", "hand_design", "latency_classes", "latency_constraints", "uniform_configs"]
+__all__ = ["HAND_BAND", "LatencyClass", "hand_design", "latency_classes", "latency_constraints", "uniform_configs"]

@@ -4,8 +4,9 @@ comparisons that claim a win only where it holds beyond the measurement spread.
 Row kinds: `searched` (found under a latency constraint, inherited weights + fine-tuning),
 `largest` / `uniform` (the largest subnet / a uniformly shrunk one, same pipeline),
 `dedicated` (the largest config trained alone from scratch), `hand` (a uniformly shrunk config of
-a constraint's latency class, alone from scratch), `searched-scratch` (a searched architecture
-alone from scratch). Baselines get the budget per delivered model, B.
+a constraint's latency class, alone from scratch; `hand-max` the same class's by another rule, the
+sensitivity of the comparison to that choice), `searched-scratch` (a searched architecture alone
+from scratch). Baselines get the budget per delivered model, B, and one recipe.
 """
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from hat.latency.compare import Spread
 
 QUICK_WARNING = ("**Quick budget: this run shows the pipeline, not model quality** (BLEU near 0 is expected); "
                  "`make demo` trains for real.")
-KIND_ORDER = ("searched", "searched-scratch", "largest", "uniform", "dedicated", "hand")
-MARKERS = {"searched": "*", "searched-scratch": "P", "largest": "s", "uniform": "D", "dedicated": "o", "hand": "v"}
+KIND_ORDER = ("searched", "searched-scratch", "largest", "uniform", "dedicated", "hand", "hand-max")
+MARKERS = {"searched": "*", "searched-scratch": "P", "largest": "s", "uniform": "D", "dedicated": "o", "hand": "v",
+           "hand-max": "^"}
+BASES = ("dedicated", "hand", "hand-max")  # what each searched row is compared with
 
 
 def _spread(row: dict) -> Spread:
@@ -64,15 +67,22 @@ def summary_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
         f"Constraints (predicted ms at search): {', '.join(f'{c:g} ms' for c in meta['constraints'])} "
         f"({meta.get('constraint_rule', '')}).",
         "",
-        f"Budget per delivered model B = (SuperTransformer training {b['super_s']:.0f} s + search {b['search_s']:.0f} s"
-        f" + fine-tuning {b['finetune_s']:.0f} s) / {b['n_constraints']} constraints = **{b['per_model_s']:.0f} s**; "
-        "every baseline trained alone from scratch gets B.",
+        f"Budget per delivered model B = (SuperTransformer training {b['super_s']:.0f} s"
+        + (f" + latency measurement and predictor {b['latency_s']:.0f} s" if "latency_s" in b else "")
+        + f" + search {b['search_s']:.0f} s + fine-tuning {b['finetune_s']:.0f} s) / {b['n_constraints']} constraints"
+        f" = **{b['per_model_s']:.0f} s**; every baseline trained alone from scratch gets B.",
     ]
+    if meta.get("recipes"):
+        lines.append("Recipes (on top of the tiny-cpu training recipe): " + "; ".join(
+            f"{k}: `{v}`" for k, v in meta["recipes"].items()) + ".")
     for st in meta.get("stages", []):
         cut = " (stopped by its wall-clock budget)" if st.get("stopped_by_budget") else ""
         lines.append(f"- {st['name']}: {st['updates']} updates, {st['tokens'] / 1e6:.2f} M target tokens, "
                      f"{st['seconds']:.0f} s ({st['tokens'] / max(st['seconds'], 1e-9):.0f} tokens/s){cut}")
     lines += [
+        "",
+        "Params: HAT's count (without the embeddings and the output projection) / every parameter of the exported "
+        "model (the shared embedding counted once).",
         "",
         "| kind | model | params (M) | constraint | measured ms [min-max] | BLEU | chrF | training | architecture |",
         "|---|---|---:|---:|---:|---:|---:|---|---|",
@@ -80,11 +90,12 @@ def summary_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
     for r in sorted(rows, key=lambda r: (KIND_ORDER.index(r["kind"]), r["measured_ms"])):
         con = _constraint_cell(r)
         chrf = f"{r['chrf']:.1f}" if r.get("chrf") is not None else "-"
-        lines.append(f"| {r['kind']} | {_cell(r['name'])} | {r['params_M']:.2f} | {con} | {_spread(r)} | "
+        params = f"{r['params_M']:.2f}" + (f" / {r['total_params_M']:.2f}" if r.get("total_params_M") else "")
+        lines.append(f"| {r['kind']} | {_cell(r['name'])} | {params} | {con} | {_spread(r)} | "
                      f"{r['bleu']:.2f} | {chrf} | {_cell(r.get('training', ''))} | {_cell(r['config'])} |")
     searched = [r for r in rows if r["kind"] == "searched"]
     lines += _limits(searched, meta)
-    by_kind = {r["kind"]: r for r in rows if r["kind"] in ("dedicated", "hand")}
+    by_kind = {k: r for k in BASES for r in rows if r["kind"] == k}
     if searched and by_kind:
         lines += ["", "Searched subnets against the baselines trained alone with budget B:"]
         for r in sorted(searched, key=lambda r: r["constraint_ms"]):

@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "lr_scheduler": "cosine",
     "decay_fraction": 0.2,  # wsd: the share of the run (updates or budget) spent decaying the LR
     "warmup_updates": 100,
+    # warm up over this share of budget_minutes as well (0: by updates only): the same share of every
+    # model's budget, where a count of updates is a different share of each model's run
+    "warmup_share": 0.0,
     "warmup_init_lr": 1e-7,
     "min_lr": 1e-7,
     "adam_betas": [0.9, 0.98],
@@ -165,7 +168,7 @@ CHECKS: dict[str, Check] = {
     "budget_minutes": _number(0, open_lo=True, optional=True),
     "save_interval_minutes": _number(0, open_lo=True, optional=True),
     "lr": _number(0, open_lo=True), "adam_eps": _number(0, open_lo=True),
-    "warmup_updates": _number(0, integer=True), "warmup_init_lr": _number(0), "min_lr": _number(0),
+    "warmup_updates": _number(0, integer=True), "warmup_share": _number(0, 1, open_hi=True), "warmup_init_lr": _number(0), "min_lr": _number(0),
     "weight_decay": _number(0), "clip_norm": _number(0), "label_smoothing": _PROB, "adam_betas": _betas,
     "dropout": _PROB, "attention_dropout": _PROB, "activation_dropout": _PROB,
     "keep_interval_checkpoints": _number(-1, integer=True),
@@ -215,6 +218,9 @@ def _check_config(cfg: DictConfig, source: str) -> None:
     if 0 < values["warmup_updates"] >= values["max_updates"]:
         raise ConfigError(f"{source}: warmup_updates={values['warmup_updates']} is not below max_updates="
                           f"{values['max_updates']}: the whole run would warm up (lower warmup_updates)")
+    if values["warmup_share"] and not values["budget_minutes"]:
+        raise ConfigError(f"{source}: warmup_share={values['warmup_share']} is a share of budget_minutes, which is "
+                          "not set: set budget_minutes or warm up by warmup_updates")
     s = cfg.sampling
     if s.distill and s.policy == "fixed" and not cfg.init_from:
         raise ConfigError(f"{source}: sampling.distill with policy fixed distils from the init_from "

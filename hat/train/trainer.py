@@ -73,7 +73,7 @@ class Trainer:
                         if s.distill and s.policy == "fixed" else None)  # checked before anything is touched
         self.optimizer = build_optimizer(self.params, cfg.lr, tuple(cfg.adam_betas), cfg.adam_eps, cfg.weight_decay)
         self.schedule = LRSchedule(cfg.lr_scheduler, cfg.lr, cfg.warmup_updates, cfg.warmup_init_lr, cfg.min_lr,
-                                   cfg.max_updates, cfg.decay_fraction)
+                                   cfg.max_updates, cfg.decay_fraction, cfg.warmup_share)
 
         self.save_dir = Path(cfg.save_dir)
         self.update, self.epoch, self.batch_index = 0, 1, 0

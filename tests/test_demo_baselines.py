@@ -1,0 +1,88 @@
+"""`hat demo --with-baselines` end to end on the bundled sample (tiny budgets): every baseline trained
+alone from scratch gets the same recipe and the same budget B, B counts every stage the pipeline
+spends per delivered model, and the summary's comparisons are those of the measured rows."""
+import json
+
+import pytest
+import yaml
+
+from hat.commands import demo
+from hat.commands.demo import Budget
+from hat.commands.demo_report import BASES, compare
+from hat.space import load_subconfig
+
+TINY = Budget(super_minutes=0.05, finetune_minutes=0.01, max_tokens=512, super_warmup=2, latency_samples=30,
+              latency_runs=2, search_population=8, search_parents=2, search_children=3, search_iterations=2,
+              valid_sentences=16, constraints=(0.5, 0.7), test_sentences=8, beam=1, rounds=1, max_updates=30,
+              faster_by=0.0)  # as QUICK
+SCRATCH_KINDS = ("dedicated", "hand", "hand-max", "searched-scratch")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setattr(demo, "QUICK", TINY)
+    tmp = tmp_path_factory.mktemp("demo-baselines")
+    try:  # the default device's protocol: a shrunk one times models in ~3 ms, too noisy for the searches
+        demo.run_demo(tmp / "run", tmp / "data", quick=True, baselines=True)
+    finally:
+        mp.undo()
+    out = tmp / "run"
+    return out, json.loads((out / "summary.json").read_text()), (out / "summary.md").read_text()
+
+
+def test_every_baseline_from_scratch_has_the_same_recipe_and_budget_b(run):
+    out, s, _ = run
+    kinds = [r["kind"] for r in s["rows"]]
+    same_hand = load_subconfig(out / "baselines" / "hand.yml") == load_subconfig(out / "baselines" / "hand-max.yml")
+    want = [k for k in SCRATCH_KINDS if not (k == "hand-max" and same_hand)]
+    assert sorted(k for k in kinds if k in SCRATCH_KINDS) == sorted(want)
+    assert kinds.count("searched") == 2 and {"uniform", "largest"} <= set(kinds)
+    cfgs = {k: yaml.safe_load((out / "scratch" / k / "config.yaml").read_text()) for k in want}
+    recipe = dict(x.split("=") for x in demo.SCRATCH)
+    for k, c in cfgs.items():  # the demo's recipe, as trained
+        assert {key: c[key] for key in recipe} == {key: yaml.safe_load(v) for key, v in recipe.items()}, k
+        assert c["budget_minutes"] == pytest.approx(s["budget"]["per_model_s"] / 60, abs=1e-4), k
+        assert c["sampling"]["subnet"] and c["init_from"] is None
+    strip = [{k: v for k, v in c.items() if k not in ("save_dir", "sampling")} for c in cfgs.values()]
+    assert all(c == strip[0] for c in strip)  # and nothing else differs but the architecture and the folder
+    assert s["recipes"]["from scratch"] == " ".join(demo.SCRATCH)
+    rows = {r["kind"]: r for r in s["rows"] if r["kind"] in SCRATCH_KINDS}
+    assert all(r["budget_s"] == s["budget"]["per_model_s"] for r in rows.values())
+
+
+def test_b_counts_every_stage_spent_per_delivered_model(run):
+    out, s, text = run
+    b, led = s["budget"], json.loads((out / "ledger.json").read_text())
+    assert b["latency_s"] == pytest.approx(led["seconds"]["latency"]) and b["latency_s"] > 0
+    assert b["search_s"] == pytest.approx(led["seconds"]["search"])
+    assert b["super_s"] == pytest.approx(led["runs"]["super"]["seconds"])
+    searched = [r for r in s["rows"] if r["kind"] == "searched"]
+    assert b["finetune_s"] == pytest.approx(sum(r["train_s"] for r in searched))
+    assert b["n_constraints"] == len(searched) == 2
+    assert b["per_model_s"] == pytest.approx((b["super_s"] + b["latency_s"] + b["search_s"] + b["finetune_s"]) / 2)
+    assert f"latency measurement and predictor {b['latency_s']:.0f} s" in text
+    assert f"= **{b['per_model_s']:.0f} s**" in text
+
+
+def test_comparison_lines_are_those_of_the_measured_rows(run):
+    _, s, text = run
+    bases = {r["kind"]: r for r in s["rows"] if r["kind"] in BASES}
+    assert set(bases) >= {"dedicated", "hand"}
+    for r in (r for r in s["rows"] if r["kind"] == "searched"):
+        assert set(r["p_vs"]) == {b["name"] for b in bases.values()}  # a p-value against every baseline
+        scratch = next(x for x in s["rows"] if x["kind"] == "searched-scratch")
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"- {r['name']}: vs "))
+        for k, base in bases.items():
+            assert f"vs {k}: {compare(r, base)}" in line
+        if scratch["config"] == r["config"]:
+            assert f"vs its own architecture from scratch: BLEU {r['bleu'] - scratch['bleu']:+.2f}" in line
+    assert "Recipes (on top of the tiny-cpu training recipe): fine-tuning: `" in text
+
+
+def test_params_say_what_they_count(run):
+    _, s, text = run
+    assert "Params: HAT's count (without the embeddings and the output projection) / every parameter" in text
+    for r in s["rows"]:  # the shared 8k-symbol embedding alone is over 1.5 M parameters at width 192
+        assert r["total_params_M"] > r["params_M"] + 1.5
+        assert f"| {r['params_M']:.2f} / {r['total_params_M']:.2f} |" in text
