@@ -71,7 +71,7 @@ class Budget:
 # Sized for a 2-core CPU: the pipeline in about 45 minutes, the baselines about 40 more. Four
 # constraints from one SuperTransformer: its cost is shared four ways (HAT's amortization). Each
 # search 3 % inside its share: the ratio of two models re-timed 45-60 minutes later moved by up to
-# 1.7 % (RESULTS 5b) and 4.3 % (5a, absorbed by that subnet's own room) on the shared 2-core VM.
+# 1.7 % (RESULTS 5c) and 4.3 % (5b, absorbed by that subnet's own room) on the shared 2-core VM.
 FULL = Budget(20, 3, 2048, 300, 150, 10, 28, 8, 10, 6, 300, (0.45, 0.52, 0.59, 0.67), 1000, 4, 5, 100_000,
               search_margin=0.03)
 # A first look on the bundled sample in about 2 minutes on 2 cores: the wall-clock budgets bound
