@@ -89,7 +89,9 @@ def test_incremental_decoding_matches_full_forward(key, seed, use_sub):
         enc = net.encode(src)
         cache: list = []
         steps = [net.decode_step(prev[:, : t + 1], enc, cache) for t in range(prev.size(1))]
-    assert (torch.stack(steps, dim=1) - full).abs().max().item() <= 1e-5
+    # log-probabilities reach -10 and below: float32 rounding grows with their size (1.05e-5 was seen),
+    # so the bound is relative as well; a caching bug is off by 1e-2 or more
+    torch.testing.assert_close(torch.stack(steps, dim=1), full, rtol=2e-6, atol=1e-5)
 
 
 def test_left_padding_does_not_change_outputs():
