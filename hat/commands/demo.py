@@ -205,9 +205,9 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     top, low = float(predictor.predict_one(space.largest())), float(predictor.predict_one(space.smallest()))
     constraints, rule = latency_constraints(b.constraints, top, low, room=HAND_ROOM)
 
-    # 5. the hand design of the tightest class (and, as its sensitivity, the earlier rule's), then one search per class: a share of the largest
-    # subnet's latency, the tightest "faster than hand by `faster_by`", each measured against its
-    # reference in the same rounds (`--faster-than`)
+    # 5. the hand design of the tightest class (and, as its sensitivity, the earlier rule's), then
+    # one search per class: a share of the largest subnet's latency, the tightest "faster than hand
+    # by `faster_by`", each measured against its reference in the same rounds (`--faster-than`)
     base_dir = out / "baselines"
     base_dir.mkdir(exist_ok=True)
     hand_yml, hand_max_yml, largest_yml = base_dir / "hand.yml", base_dir / "hand-max.yml", base_dir / "largest.yml"

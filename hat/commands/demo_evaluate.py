@@ -15,7 +15,6 @@ from hat.model.generate import Decoding
 from hat.space import DesignSpace, describe, load_subconfig, num_params
 
 
-
 def protocol(device: str, space: DesignSpace, b: Any, few_runs: bool) -> Any:
     """The device's latency protocol; the quick demo (`few_runs`) times the final table with its own few runs."""
     from hat.latency.measure import Protocol  # noqa: PLC0415
@@ -42,8 +41,9 @@ def evaluate_entries(out: Path, data: Path, entries: list[Any], b: Any, space: D
             hat_stage(["export", "--checkpoint", str(e.save_dir / "checkpoint_last.pt"), "--config", str(e.cfg_path),
                        "--data", str(data), "--format", "standalone", "--out", str(edir)])
         res_path, hyp_path = edir / "bleu.json", edir / "test.hyp"
+        translator = hat.load(edir / "model.pt")
         if stage_needed(f"BLEU of {e.name}", res_path, json_problem("BLEU result", bleu_check(hyp_path))):
-            res, h = evaluate(hat.load(edir / "model.pt"), data, "test", beam=b.beam, lenpen=Decoding.lenpen,
+            res, h = evaluate(translator, data, "test", beam=b.beam, lenpen=Decoding.lenpen,
                               limit=b.test_sentences)
             atomic_write_text(hyp_path, "\n".join(h) + "\n")
             atomic_write_text(res_path, json.dumps(res, indent=1))
@@ -53,7 +53,7 @@ def evaluate_entries(out: Path, data: Path, entries: list[Any], b: Any, space: D
         cfg = load_subconfig(e.cfg_path)
         how = (f"inherited + fine-tuned {run['seconds']:.0f} s" if e.kind in ("searched", "largest", "uniform")
                else f"from scratch {run['seconds']:.0f} s")
-        total = sum(p.numel() for p in hat.load(edir / "model.pt").model.parameters())  # shared embeddings once
+        total = sum(p.numel() for p in translator.model.parameters())  # the shared embedding once
         rows.append({"name": e.name, "kind": e.kind, "config": describe(cfg), "params_M": num_params(cfg, space) / 1e6,
                      "total_params_M": total / 1e6,
                      "constraint_ms": e.constraint_ms, "bleu": res["bleu"], "chrf": res.get("chrf"),

@@ -41,8 +41,8 @@ class LRSchedule:
         if kind not in SCHEDULES:
             raise ConfigError(f"lr_scheduler={kind!r}: expected one of {', '.join(SCHEDULES)}")
         if lr <= 0 or warmup_updates < 0 or max_updates <= 0 or not 0 <= warmup_share < 1:
-            raise ConfigError(f"lr schedule needs lr > 0, warmup_updates >= 0, max_updates > 0 "
-                              f", 0 <= warmup_share < 1 (got {lr}, {warmup_updates}, {max_updates}, {warmup_share})")
+            raise ConfigError("lr schedule needs lr > 0, warmup_updates >= 0, max_updates > 0, "
+                              f"0 <= warmup_share < 1 (got {lr}, {warmup_updates}, {max_updates}, {warmup_share})")
         self.kind, self.lr, self.warmup, self.init_lr = kind, lr, warmup_updates, warmup_init_lr
         self.min_lr, self.max_updates, self.decay_fraction = min_lr, max_updates, decay_fraction
         self.warmup_share = warmup_share
