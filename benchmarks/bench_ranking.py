@@ -10,6 +10,8 @@ and Spearman:
 - inherited validation loss on n sentences, for several n, each on several seeded subsets (the
   spread over subsets is reported);
 - the loss after a short fine-tune of a few dozen updates from inherited weights;
+- the loss after a fine-tune of T minutes of wall clock from inherited weights, the demo's recipe
+  (what `hat search --select halving` measures at each rung, through the same code);
 - the decoder-parameter proxy (LiteTransformerSearch) and HAT's parameter count.
 
 Every training run and every score is cached under --out, so a killed run resumes.
@@ -122,11 +124,13 @@ def main() -> None:
     ap.add_argument("--short-updates", type=int, default=40, help="updates of the short fine-tune signal")
     ap.add_argument("--valid-sizes", default="100,300,1000", help="sentences of the inherited-loss signal")
     ap.add_argument("--seeds", default="1,2,3", help="subsets drawn for each inherited-loss size")
+    ap.add_argument("--ft-minutes", default="0.5,1", help="wall-clock fine-tunes of the halving signal ('' for none)")
     ap.add_argument("--bleu-sentences", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
     import hat
     from hat.cli import main as hat_main
+    from hat.commands.search_select import FineTuneSignal, SelectSettings
     from hat.evaluate import evaluate
     from hat.latency.predictors import load_predictor
     from hat.model import load_super_checkpoint
@@ -145,6 +149,9 @@ def main() -> None:
     cands = _candidates(a.demo, space, predictor, a.n, a.seed)
     sizes, seeds = [int(x) for x in a.valid_sizes.split(",")], [int(x) for x in a.seeds.split(",")]
     scorers = {(n, s): LossScorer(model, a.data, valid_sentences=n, seed=s) for n in sizes for s in seeds}
+    ft_minutes = [float(x) for x in a.ft_minutes.split(",") if x.strip()]
+    ft = {m: FineTuneSignal(a.demo / "supertransformer" / "checkpoint_last.pt", a.data, a.out / "select",
+                            SelectSettings(minutes=m)) for m in ft_minutes}
     t0 = time.time()
     for i, (label, cfg) in enumerate(cands):
         key, d = describe(cfg), a.out / f"subnet-{i:02d}"
@@ -174,16 +181,22 @@ def main() -> None:
             r.update(final_loss=float(fin["valid"][-1]["subnet"]["loss"]), final_bleu=out["bleu"],
                      final_updates=int(fin["update"]))
             _save(res_path, res)
+        for m, sig in ft.items():
+            if f"{m:g}" not in r.setdefault("ft", {}):
+                r["ft"][f"{m:g}"] = sig(cfg, 0)
+                _save(res_path, res)
         print(f"[{i + 1}/{len(cands)}] {label}: {key} ({time.time() - t0:.0f} s)", flush=True)
-    report(res, sizes, seeds, ck.get("update"))
+    report(res, sizes, seeds, ck.get("update"), [f"{m:g}" for m in ft_minutes])
 
 
-def report(res: dict, sizes: list[int], seeds: list[int], super_update: Any) -> None:
+def report(res: dict, sizes: list[int], seeds: list[int], super_update: Any, ft_minutes: Sequence[str] = ()) -> None:
     rows = list(res["subnets"].values())
     truths = {"final loss": [r["final_loss"] for r in rows], "final -BLEU": [-r["final_bleu"] for r in rows]}
     signals = {f"inherited loss, {n} sentences": [[r["inherited"][f"{n}/{s}"] for r in rows] for s in seeds]
                for n in sizes}
     signals["loss after a short fine-tune"] = [[r["short_loss"] for r in rows]]
+    for m in ft_minutes:
+        signals[f"loss after a {m}-min fine-tune (halving rung)"] = [[r["ft"][m] for r in rows]]
     signals["-decoder params (LTS proxy)"] = [[-r["decoder_params"] for r in rows]]
     signals["-params (HAT's count)"] = [[-r["params"] for r in rows]]
     signals["predicted latency"] = [[-r["predicted_ms"] for r in rows]]

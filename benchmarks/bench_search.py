@@ -122,7 +122,8 @@ def part_proxy(args) -> None:
 
 
 def part_search(args) -> None:
-    """Evolution vs random search at equal evaluations, 3 latency constraints, inherited loss."""
+    """Evolution vs random search at equal evaluations, 3 latency constraints, inherited loss, over
+    several seeds (median and range of each algorithm's best loss and of their paired difference)."""
     from hat.model import load_super_checkpoint
 
     model, _ = load_super_checkpoint(args.checkpoint)
@@ -130,34 +131,42 @@ def part_search(args) -> None:
     lat = Latency(*select_predictor(args.predictor or "macs", None, space))
     sample = lat.many(_subnets(space, 500, 7))
     cons = [float(np.percentile(sample, q)) for q in (10, 30, 60)]
-    s = EvolutionSettings(population=args.population, parents=args.parents, mutations=args.mutations,
-                          crossovers=args.crossovers, iterations=args.iterations, seed=args.seed)
+    seeds = [int(x) for x in args.seeds.split(",")]
     scorer = _loss_scorer(model, args)  # one cache: both algorithms see identical scores
     rows = []
     for c in cons:
-        for name, fn in (("evolution", evolution_search), ("random", random_search)):
-            calls0, sec0 = scorer.calls, scorer.seconds
-            t0 = time.perf_counter()
-            r = fn(space, scorer, lat, c, s)
-            wall = time.perf_counter() - t0
-            rows.append({"constraint_ms": c, "algorithm": name, "best_loss": r.best_score,
-                         "best_latency_ms": r.best_latency, "evaluations": r.evaluations,
-                         "unique": len(r.evaluated), "new_scored": scorer.calls - calls0,
-                         "wall_s": wall, "scoring_s": scorer.seconds - sec0,
-                         "best": describe(r.best)})
-            print(f"{c:8.2f} ms {name:9s} best loss {r.best_score:.4f} at {r.best_latency:.2f} ms, "
-                  f"{r.evaluations} evals ({len(r.evaluated)} unique), {wall:.1f} s", flush=True)
-    print("| constraint (ms) | evolution best loss | random best loss | evaluations each |\n|---|---|---|---|")
-    for i in range(0, len(rows), 2):
-        e, r = rows[i], rows[i + 1]
-        print(f"| {e['constraint_ms']:.2f} | {e['best_loss']:.4f} | {r['best_loss']:.4f} | {e['evaluations']} |")
+        for seed in seeds:
+            s = EvolutionSettings(population=args.population, parents=args.parents, mutations=args.mutations,
+                                  crossovers=args.crossovers, iterations=args.iterations, seed=seed)
+            for name, fn in (("evolution", evolution_search), ("random", random_search)):
+                calls0, sec0 = scorer.calls, scorer.seconds
+                t0 = time.perf_counter()
+                r = fn(space, scorer, lat, c, s)
+                wall = time.perf_counter() - t0
+                rows.append({"constraint_ms": c, "seed": seed, "algorithm": name, "best_loss": r.best_score,
+                             "best_latency_ms": r.best_latency, "evaluations": r.evaluations,
+                             "unique": len(r.evaluated), "new_scored": scorer.calls - calls0,
+                             "wall_s": wall, "scoring_s": scorer.seconds - sec0, "best": describe(r.best)})
+                print(f"{c:8.2f} ms seed {seed} {name:9s} best loss {r.best_score:.4f} at {r.best_latency:.2f} ms, "
+                      f"{r.evaluations} evals ({len(r.evaluated)} unique), {wall:.1f} s", flush=True)
+            _save(Path(args.json), "search", {"predictor": lat.name, "rows": rows, "seeds": seeds,
+                                              "valid_sentences": args.valid_sentences})
+
+    def spread(v):
+        return f"{np.median(v):.4f} [{min(v):.4f}, {max(v):.4f}]"
+
+    print(f"\n{len(seeds)} seeds; median [min, max]\n\n| constraint (ms) | evolution best loss | random best loss | "
+          "evolution - random | evolution lower | evaluations each |\n|---|---|---|---|---:|---:|")
+    for c in cons:
+        ev = [r["best_loss"] for r in rows if r["constraint_ms"] == c and r["algorithm"] == "evolution"]
+        rd = [r["best_loss"] for r in rows if r["constraint_ms"] == c and r["algorithm"] == "random"]
+        d = [a - b for a, b in zip(ev, rd)]
+        n = next(r["evaluations"] for r in rows if r["constraint_ms"] == c)
+        print(f"| {c:.2f} | {spread(ev)} | {spread(rd)} | {spread(d)} | {sum(x < 0 for x in d)}/{len(d)} | {n} |")
     new = sum(r["new_scored"] for r in rows)
     secs = sum(r["scoring_s"] for r in rows)
     print(f"loss scorer: {new} configs in {secs:.1f} s = {new / max(secs, 1e-9):.2f} configs/s "
           f"({args.valid_sentences} valid sentences, torch threads {torch.get_num_threads()})")
-    _save(Path(args.json), "search", {"settings": vars(s) if hasattr(s, "__dict__") else {}, "predictor": lat.name,
-                                      "rows": rows, "configs_per_s": new / max(secs, 1e-9),
-                                      "valid_sentences": args.valid_sentences})
 
 
 def main() -> None:
@@ -179,6 +188,7 @@ def main() -> None:
     p.add_argument("--crossovers", type=int, default=7)
     p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seeds", default="1,2,3,4,5", help="search: the seeds each algorithm runs with")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--amp", default="bf16", help="scratch training precision (bf16 is ~1.6x faster on this CPU)")
     args = p.parse_args()

@@ -8,13 +8,15 @@ import yaml
 
 from hat.commands import demo
 from hat.commands.demo import Budget
+from hat.commands.demo_classes import uniform_configs
 from hat.commands.demo_report import BASES, compare
-from hat.space import load_subconfig
+from hat.latency.predictors import load_predictor
+from hat.space import describe, load_space, load_subconfig, load_subconfig_metadata
 
 TINY = Budget(super_minutes=0.05, finetune_minutes=0.01, max_tokens=512, super_warmup=2, latency_samples=30,
               latency_runs=2, search_population=8, search_parents=2, search_children=3, search_iterations=2,
               valid_sentences=16, constraints=(0.5, 0.7), test_sentences=8, beam=1, rounds=1, max_updates=30,
-              faster_by=0.0)  # as QUICK
+              faster_by=0.0, select_candidates=2, select_minutes=0.01)  # as QUICK
 SCRATCH_KINDS = ("dedicated", "hand", "hand-max", "searched-scratch")
 
 
@@ -58,7 +60,8 @@ def test_b_counts_every_stage_spent_per_delivered_model(run):
     assert b["search_s"] == pytest.approx(led["seconds"]["search"])
     assert b["super_s"] == pytest.approx(led["runs"]["super"]["seconds"])
     searched = [r for r in s["rows"] if r["kind"] == "searched"]
-    assert b["finetune_s"] == pytest.approx(sum(r["train_s"] for r in searched))
+    once = {r["model_path"]: r for r in searched}.values()  # a class delivering a tighter class's model counts once
+    assert b["finetune_s"] == pytest.approx(sum(r["train_s"] for r in once))
     assert b["n_constraints"] == len(searched) == 2
     assert b["per_model_s"] == pytest.approx((b["super_s"] + b["latency_s"] + b["search_s"] + b["finetune_s"]) / 2)
     assert f"latency measurement and predictor {b['latency_s']:.0f} s" in text
@@ -70,9 +73,12 @@ def test_comparison_lines_are_those_of_the_measured_rows(run):
     bases = {r["kind"]: r for r in s["rows"] if r["kind"] in BASES}
     assert set(bases) >= {"dedicated", "hand"}
     for r in (r for r in s["rows"] if r["kind"] == "searched"):
-        assert set(r["p_vs"]) == {b["name"] for b in bases.values()}  # a p-value against every baseline
+        uniform = next(u for u in s["rows"] if u["kind"] == "uniform" and u["constraint"] == r["constraint"])
+        # a p-value against every baseline and the class's uniform row
+        assert set(r["p_vs"]) == {b["name"] for b in bases.values()} | {uniform["name"]}
         scratch = next(x for x in s["rows"] if x["kind"] == "searched-scratch")
         line = next(ln for ln in text.splitlines() if ln.startswith(f"- {r['name']}: vs "))
+        assert line.startswith(f"- {r['name']}: vs {uniform['name']}: {compare(r, uniform)}; vs ")
         for k, base in bases.items():
             assert f"vs {k}: {compare(r, base)}" in line
         if scratch["config"] == r["config"]:
@@ -86,3 +92,38 @@ def test_params_say_what_they_count(run):
     for r in s["rows"]:  # the shared 8k-symbol embedding alone is over 1.5 M parameters at width 192
         assert r["total_params_M"] > r["params_M"] + 1.5
         assert f"| {r['params_M']:.2f} / {r['total_params_M']:.2f} |" in text
+
+
+def test_every_class_has_its_uniform_row_through_the_same_pipeline(run):
+    out, s, _ = run
+    space = load_space("tiny")
+    pred = load_predictor(out / "latency.pt", space)
+    searched = {r["constraint"]: r for r in s["rows"] if r["kind"] == "searched"}
+    uniform = [r for r in s["rows"] if r["kind"] == "uniform"]
+    assert sorted(u["constraint"] for u in uniform) == sorted(searched)
+    designs = uniform_configs(space)
+    preds = [float(p) for p in pred.predict(designs)]
+    by_name = {describe(c): p for c, p in zip(designs, preds)}
+    for u in uniform:
+        assert u["config"] in by_name  # a uniformly scaled design
+        assert u["constraint_ms"] == searched[u["constraint"]]["constraint_ms"]
+        under = [p for p in preds if p <= u["constraint_ms"]]
+        if under:  # the one predicted closest under its class's limit
+            assert by_name[u["config"]] == pytest.approx(max(under))
+        assert u["training"].startswith("inherited + fine-tuned")
+
+
+def test_a_looser_search_chooses_among_its_finalists_and_the_tighter_picks(run):
+    out, s, text = run
+    searched = sorted((r for r in s["rows"] if r["kind"] == "searched"), key=lambda r: r["constraint_ms"])
+    subnets = sorted(out.glob("search-*/subnet.yml"))
+    metas = {p: load_subconfig_metadata(p)["selection"] for p in subnets}
+    tight = next(p for p, m in metas.items() if not m["included"])
+    loose = next(p for p, m in metas.items() if m["included"])
+    assert metas[loose]["included"] == [str(tight)] and metas[loose]["finalists"] >= 2
+    assert metas[tight]["rule"].startswith("successive halving")
+    assert loose.with_suffix(".select.csv").is_file() and list((out / "select").glob("r0-*/result.json"))
+    twin = load_subconfig(loose) == load_subconfig(tight)
+    assert (metas[loose]["from_include"] == str(tight)) == twin
+    assert (searched[1].get("same_as") == searched[0]["name"]) == twin
+    assert "Fronts (BLEU by latency class, tightest first" in text

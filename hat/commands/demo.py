@@ -1,4 +1,4 @@
-"""`hat demo [--quick] [--with-baselines]`: the whole HAT pipeline on the Debian de-en corpus, on
+"""`hat demo [--quick] [--with-baselines | --with-uniform]`: the whole HAT pipeline on the Debian de-en corpus, on
 this CPU, compared with what a user would otherwise train. `--quick` runs it on the sample corpus
 bundled with hat (no download, no apt) with tiny budgets: a first look at the pipeline in about
 2 minutes, not at model quality.
@@ -6,9 +6,9 @@ bundled with hat (no download, no apt) with tiny budgets: a first look at the pi
 prepare -> train the tiny SuperTransformer (uniform sampling, a wall-clock budget) -> measure
 latency of sampled subnets -> fit the predictor -> search under N latency constraints, each a share
 of a reference model's latency measured against it (the largest subnet; the tightest: faster than
-the hand-shrunk design of its class) -> fine-tune each found
-subnet from inherited weights -> BLEU and latency measured in interleaved rounds -> summary
-table + plot.
+the hand-shrunk design of its class), each choosing its subnet by successive halving over its
+finalists and the tighter classes' picks -> fine-tune each found subnet from inherited weights ->
+BLEU and latency measured in interleaved rounds -> summary table + plot.
 
 The cost of one delivered model is B = (SuperTransformer training + latency measurement and
 predictor + searches + fine-tuning) / N.
@@ -17,7 +17,8 @@ largest config (`dedicated`), a uniformly shrunk config of the tightest constrai
 (`hand`; `hand-max` by the earlier rule, when it differs: the comparison's sensitivity to that
 choice) and the tightest searched architecture (`searched-scratch`), so the summary answers "is the
 searched model better than the one I would have trained anyway, at the same cost?"; and it puts
-`hand`'s architecture and the largest subnet through the pipeline (`uniform`, `largest`).
+each class's uniformly scaled design (`uniform`: HAT's baseline front) and the largest subnet
+(`largest`) through the pipeline, which is all `--with-uniform` adds.
 
 Each stage writes its output under `--out` and is skipped when that output exists (stage times
 are kept in `ledger.json`), so an interrupted demo resumes where it stopped. Stages run the same
@@ -32,7 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hat.commands.demo_classes import HAND_BAND, LatencyClass, hand_design, latency_classes, latency_constraints
+from hat.commands.demo_classes import (
+    HAND_BAND,
+    LatencyClass,
+    hand_design,
+    latency_classes,
+    latency_constraints,
+    uniform_design,
+)
 from hat.commands.demo_evaluate import evaluate_entries, protocol
 from hat.commands.demo_report import write_summary
 from hat.commands.demo_state import Ledger, stage_needed
@@ -66,6 +74,11 @@ class Budget:
     # the tightest search: this much faster than the hand design, beyond the spread. The quick demo's
     # few noisy timings leave no room for 5 %: it searches at hand's latency (no slower than it).
     faster_by: float = 0.05
+    # each search's final choice: successive halving over this many finalists (plus the tighter
+    # classes' picks) by fine-tunes of `select_minutes` x 2^rung (`hat search --select halving`);
+    # 0: the best inherited loss (HAT's choice)
+    select_candidates: int = 0
+    select_minutes: float = 0.5
 
 
 # Sized for a 2-core CPU: the pipeline in about 45 minutes, the baselines about 40 more. Four
@@ -73,10 +86,11 @@ class Budget:
 # search 3 % inside its share: the ratio of two models re-timed 45-60 minutes later moved by up to
 # 1.7 % (RESULTS 5c) and 4.3 % (5b, absorbed by that subnet's own room) on the shared 2-core VM.
 FULL = Budget(20, 3, 2048, 300, 150, 10, 28, 8, 10, 6, 300, (0.45, 0.52, 0.59, 0.67), 1000, 4, 5, 100_000,
-              search_margin=0.03)
+              search_margin=0.03, select_candidates=3, select_minutes=0.5)
 # A first look on the bundled sample in about 2 minutes on 2 cores: the wall-clock budgets bound
 # the training stages, so a slower or busier machine trains less rather than running long.
-QUICK = Budget(0.5, 0.15, 1024, 5, 24, 3, 8, 2, 3, 2, 32, (0.5, 0.7), 50, 1, 2, 100_000, faster_by=0.0)
+QUICK = Budget(0.5, 0.15, 1024, 5, 24, 3, 8, 2, 3, 2, 32, (0.5, 0.7), 50, 1, 2, 100_000, faster_by=0.0,
+               select_candidates=2, select_minutes=0.02)
 QUICK_VALID = 64  # validation sentences of the quick demo's training stages
 # Every model trained alone from scratch with budget B: warm-up over a share of the budget (200
 # updates, the recipe's, were 38 % of one baseline's run and 16 % of another's) and the peak LR of a
@@ -110,7 +124,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="tiny budgets on the bundled sample corpus: the pipeline "
                    "in about 2 minutes with no download (shows it runs, not model quality)")
     p.add_argument("--with-baselines", action="store_true",
-                   help="also train dedicated / hand / searched-scratch baselines alone with budget B each")
+                   help="also train dedicated / hand / searched-scratch baselines alone with budget B each, and put "
+                   "each class's uniformly scaled design and the largest subnet through the pipeline")
+    p.add_argument("--with-uniform", action="store_true",
+                   help="only the pipeline baselines of --with-baselines: each class's uniformly scaled design and "
+                   "the largest subnet, inherited + fine-tuned like the searched subnets (no training from scratch)")
     p.add_argument("--out", default=None, help="output directory (default runs/demo or runs/demo-quick)")
     p.add_argument("--data", default=None, help="corpus directory, built when missing (default data/debian.de-en; "
                    "with --quick data/sample.de-en, from the sample bundled with hat: no download)")
@@ -121,7 +139,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     out = args.out or ("runs/demo-quick" if args.quick else "runs/demo")
     data = args.data or ("data/sample.de-en" if args.quick else "data/debian.de-en")
-    run_demo(out, data, quick=args.quick, device=args.device, baselines=args.with_baselines)
+    run_demo(out, data, quick=args.quick, device=args.device, baselines=args.with_baselines,
+             uniform=args.with_uniform)
     return 0
 
 
@@ -143,18 +162,30 @@ class Entry:
     cfg_path: Path
     save_dir: Path
     constraint_ms: float | None = None  # the predicted-latency limit its search held
-    klass: LatencyClass | None = None  # searched rows: the share of a reference it must measure within
+    klass: LatencyClass | None = None  # searched and uniform rows: the share of a reference it must measure within
+    same_as: str | None = None  # a tighter class's row with the same architecture: its model is delivered again
 
     @property
     def slug(self) -> str:
         return self.save_dir.name
 
 
+def _entry(name: str, kind: str, cfg_path: Path, save_dir: Path, constraint: float, klass: LatencyClass,
+           entries: list[Entry]) -> Entry:
+    """A row of a latency class; when an earlier row of its kind has the same architecture, its
+    fine-tuned model is delivered again (and the summary says so) rather than trained twice."""
+    cfg = load_subconfig(cfg_path)
+    twin = next((e for e in entries if e.kind == kind and load_subconfig(e.cfg_path) == cfg), None)
+    return Entry(name, kind, cfg_path, twin.save_dir if twin else save_dir, constraint, klass,
+                 twin.name if twin else None)
+
+
 def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-en", quick: bool = False,
-             device: str = "cpu-2core", baselines: bool = False) -> Path:
+             device: str = "cpu-2core", baselines: bool = False, uniform: bool = False) -> Path:
     """Run (or resume) the demo; returns the path of the summary markdown."""
     b = QUICK if quick else FULL
     out, data = Path(out), Path(data)
+    uniform = uniform or baselines
     resolve_device(device)  # a bad --device is refused before any stage runs, not after the training
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out / "ledger.json")
@@ -227,24 +258,36 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
         rule += (f"; searches hold {1 - b.search_margin:g} x the share, room for re-measuring, and the final table "
                  "checks the share itself")
     refs = {"largest": largest_yml, "hand": hand_yml}
+    # the final choice of each search: successive halving by short fine-tunes, over its finalists and
+    # the tighter classes' picks (a looser class can always deliver what a tighter one did)
+    select = ["--select", "halving", "--select-candidates", str(b.select_candidates), "--select-minutes",
+              f"{b.select_minutes:g}", "--select-train", " ".join(FINETUNE), "--select-dir",
+              str(out / "select")] if b.select_candidates else []
     entries: list[Entry] = []
     for i, k in enumerate(classes):
         subnet = out / k.slug / "subnet.yml"
+        include = [x for e in entries for x in ("--include", str(e.cfg_path))] if select else []
         if stage_needed(f"evolutionary search under {k.label}", subnet):
             timed("search", hat_stage, ["search", "--checkpoint", str(ckpt), "--predictor", str(lat_pt),
-                                   "--faster-than", str(refs[k.reference]), "--faster-by", f"{1 - k.search_share:g}",
-                                   "--constraint-quantile", "0.5", "--data", str(data), "--out", str(subnet),
-                                   "--population", str(b.search_population), "--parents", str(b.search_parents),
-                                   "--mutations", str(b.search_children), "--crossovers", str(b.search_children),
-                                   "--iterations", str(b.search_iterations),
-                                   "--valid-sentences", str(b.valid_sentences), "--no-progress",
-                                   "--device", device, "--verify", "3", "--verify-rounds", str(b.rounds),
-                                   "--verify-batches", "5"])
+                                        "--faster-than", str(refs[k.reference]), "--faster-by",
+                                        f"{1 - k.search_share:g}", "--constraint-quantile", "0.5",
+                                        "--data", str(data), "--out", str(subnet),
+                                        "--population", str(b.search_population), "--parents", str(b.search_parents),
+                                        "--mutations", str(b.search_children), "--crossovers", str(b.search_children),
+                                        "--iterations", str(b.search_iterations),
+                                        "--valid-sentences", str(b.valid_sentences), "--no-progress",
+                                        "--device", device, "--verify", "3", "--verify-rounds", str(b.rounds),
+                                        "--verify-batches", "5", *select, *include])
         c = constraints[i] = round(float(load_subconfig_metadata(subnet)["latency"]["constraint_ms"]), 1)
-        entries.append(Entry(f"searched, {k.label}", "searched", subnet, out / "finetune" / k.slug, c, k))
+        entries.append(_entry(f"searched, {k.label}", "searched", subnet, out / "finetune" / k.slug, c, k, entries))
 
-    if baselines:  # hand's architecture through the same pipeline: separates architecture from training
-        entries.append(Entry("uniformly shrunk, fine-tuned", "uniform", hand_yml, out / "finetune" / "uniform"))
+    if uniform:  # each class's uniformly scaled design, and the largest subnet, through the same pipeline
+        for i, k in enumerate(classes):
+            yml = base_dir / f"uniform-{k.slug.removeprefix('search-')}.yml"
+            if not yml.exists():
+                save_subconfig(uniform_design(space, predictor, constraints[i]), yml)
+            entries.append(_entry(f"uniform, {k.label}", "uniform", yml, out / "finetune" / yml.stem, constraints[i],
+                                  k, entries))
         entries.append(Entry("largest subnet, fine-tuned", "largest", largest_yml, out / "finetune" / "largest"))
 
     # 6. fine-tune from inherited weights
@@ -262,7 +305,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     # the budget per delivered model, from the stages' own clocks
     n = len(constraints)
     searched = [e for e in entries if e.kind == "searched"]
-    ft = sum(ledger.record_run(e.slug, e.save_dir)["seconds"] for e in searched)
+    ft = sum(ledger.record_run(e.slug, e.save_dir)["seconds"] for e in {e.slug: e for e in searched}.values())
     budget = {"super_s": ledger.record_run("super", super_dir)["seconds"], "latency_s": ledger.seconds("latency"),
               "search_s": ledger.seconds("search"), "finetune_s": ft, "n_constraints": n}
     budget["per_model_s"] = (budget["super_s"] + budget["latency_s"] + budget["search_s"] + budget["finetune_s"]) / n
@@ -293,12 +336,15 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     rows, references = timed("evaluate", evaluate_entries, out, data, entries, b, space, device, ledger, budget, refs,
                              quick)
     stages = [{"name": "SuperTransformer (uniform sampling)", **ledger.record_run("super", super_dir)}]
-    stages += [{"name": f"{e.kind}: {e.name}", **ledger.record_run(e.slug, e.save_dir)} for e in entries]
+    stages += [{"name": f"{e.kind}: {e.name}", **ledger.record_run(e.slug, e.save_dir)} for e in entries
+               if not e.same_as]
     from hat.latency.measure import cpu_description  # noqa: PLC0415
 
     proto = protocol(device, space, b, quick)
     corpus = json.loads((data / "meta.json").read_text(encoding="utf-8")).get("corpus")
     meta = {
+        "select": f"successive halving over {b.select_candidates} finalists + the tighter classes' picks, fine-tunes "
+                  f"of {b.select_minutes:g} min x 2^rung" if b.select_candidates else "the best inherited loss",
         "quick": quick, "corpus": CORPORA.get(corpus, str(data)), "machine": cpu_description(), "budget": budget,
         "stages": stages, "constraints": constraints, "constraint_rule": rule, "references": references,
         "protocol": f"batch {proto.batch}, beam {proto.beam}, {proto.src_len}+{proto.tgt_len} tokens, "

@@ -54,6 +54,18 @@ def hand_design(space: DesignSpace, predictor: Any, constraint: float, rule: str
     return min(band, key=lambda x: (x[1], -x[0]))[2] if band else max(ok, key=lambda x: x[0])[2]
 
 
+def uniform_design(space: DesignSpace, predictor: Any, constraint: float) -> SubConfig:
+    """A latency class's uniformly scaled baseline (HAT's: one embed dim, FFN width and head count in
+    every layer, depth and width scaled): the uniform design predicted closest under `constraint`
+    (the slowest not over it; of equals, the fewest parameters). None under it: the fastest."""
+    cands = uniform_configs(space)
+    preds = [float(p) for p in predictor.predict(cands)]
+    ok = [(p, -num_params(c, space), c) for c, p in zip(cands, preds) if p <= constraint]
+    if not ok:
+        return min(zip(preds, cands), key=lambda x: x[0])[1]
+    return max(ok, key=lambda x: (x[0], x[1]))[2]
+
+
 def latency_constraints(fractions: tuple[float, ...], top: float, low: float,
                         room: float = 1.0) -> tuple[list[float], str]:
     """Constraints (ms) as fractions of the largest subnet's predicted latency `top`, and the rule
@@ -111,4 +123,5 @@ def latency_classes(constraints: list[float], top: float, hand_ms: float, low: f
     return classes
 
 
-__all__ = ["HAND_BAND", "LatencyClass", "hand_design", "latency_classes", "latency_constraints", "uniform_configs"]
+__all__ = ["HAND_BAND", "LatencyClass", "hand_design", "latency_classes", "latency_constraints", "uniform_configs",
+           "uniform_design"]

@@ -59,6 +59,7 @@ def evaluate_entries(out: Path, data: Path, entries: list[Any], b: Any, space: D
                      "constraint_ms": e.constraint_ms, "bleu": res["bleu"], "chrf": res.get("chrf"),
                      "bleu_by_origin": {k: v["bleu"] for k, v in res.get("per_origin", {}).items()},
                      "model_path": str((edir / "model.pt").relative_to(out)), "budget_s": budget["per_model_s"],
+                     "same_as": e.same_as,
                      "updates": run["updates"], "tokens": run["tokens"], "train_s": run["seconds"],
                      "training": f"{how}, {run['updates']} updates"})
 
@@ -76,8 +77,11 @@ def evaluate_entries(out: Path, data: Path, entries: list[Any], b: Any, space: D
     bases = {r["name"]: hyps[r["name"]] for r in rows if r["kind"] in BASES}
     for r, e in zip(rows, entries):
         r.update(measured_fields(lat, r["name"], e.klass))
-        if r["kind"] == "searched":
-            r["p_vs"] = {name: paired_bleu_pvalue(h, hyps[r["name"]], refs_text) for name, h in bases.items()}
+    for r in rows:
+        if r["kind"] == "searched":  # against every baseline and its own class's uniform row
+            mine = {**bases, **{u["name"]: hyps[u["name"]] for u in rows
+                                if u["kind"] == "uniform" and u.get("constraint") == r.get("constraint")}}
+            r["p_vs"] = {name: paired_bleu_pvalue(h, hyps[r["name"]], refs_text) for name, h in mine.items()}
     return rows, {k: lat[f"reference: {k}"] for k in refs}
 
 

@@ -91,15 +91,20 @@ def summary_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
         con = _constraint_cell(r)
         chrf = f"{r['chrf']:.1f}" if r.get("chrf") is not None else "-"
         params = f"{r['params_M']:.2f}" + (f" / {r['total_params_M']:.2f}" if r.get("total_params_M") else "")
+        training = r.get("training", "") + (f"; the same model as `{r['same_as']}`" if r.get("same_as") else "")
         lines.append(f"| {r['kind']} | {_cell(r['name'])} | {params} | {con} | {_spread(r)} | "
-                     f"{r['bleu']:.2f} | {chrf} | {_cell(r.get('training', ''))} | {_cell(r['config'])} |")
+                     f"{r['bleu']:.2f} | {chrf} | {_cell(training)} | {_cell(r['config'])} |")
     searched = [r for r in rows if r["kind"] == "searched"]
     lines += _limits(searched, meta)
+    lines += front_lines(rows, meta)
     by_kind = {k: r for k in BASES for r in rows if r["kind"] == k}
-    if searched and by_kind:
-        lines += ["", "Searched subnets against the baselines trained alone with budget B:"]
+    if searched and (by_kind or _uniform_of(searched[0], rows)):
+        lines += ["", "Searched subnets against their class's uniformly scaled design (the same pipeline) and the "
+                  "baselines trained alone with budget B:"]
         for r in sorted(searched, key=lambda r: r["constraint_ms"]):
-            parts = [f"vs {k}: {compare(r, base)}" for k, base in by_kind.items()]
+            u = _uniform_of(r, rows)
+            parts = [f"vs {u['name']}: {compare(r, u)}"] if u else []
+            parts += [f"vs {k}: {compare(r, base)}" for k, base in by_kind.items()]
             scratch = next((s for s in rows if s["kind"] == "searched-scratch" and s["config"] == r["config"]), None)
             if scratch:
                 parts.append(f"vs its own architecture from scratch: BLEU {r['bleu'] - scratch['bleu']:+.2f}")
@@ -109,6 +114,33 @@ def summary_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
               + f"; total {sum(meta['timings'].values()):.0f} (this invocation {meta['wall_s']:.0f}; a resumed demo "
               "counts the earlier ones' stages too)"]
     return lines
+
+
+def _uniform_of(r: dict, rows: list[dict]) -> dict | None:
+    """The `uniform` row of `r`'s latency class."""
+    return next((u for u in rows if u["kind"] == "uniform" and u.get("constraint") is not None
+                 and u.get("constraint") == r.get("constraint")), None)
+
+
+def front_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
+    """The delivered front, tightest class first: BLEU at each class, what each looser class buys
+    over the next tighter one, and the classes that deliver a tighter class's model again."""
+    out = []
+    for kind, what in (("searched", "searched"), ("uniform", "uniformly scaled")):
+        front = sorted((r for r in rows if r["kind"] == kind and r.get("constraint_ms") is not None),
+                       key=lambda r: r["constraint_ms"])
+        if len(front) < 2:
+            continue
+        gains = [b["bleu"] - a["bleu"] for a, b in zip(front, front[1:])]
+        out.append(f"- {what}: " + " -> ".join(f"{r['bleu']:.2f} ({r.get('constraint') or r['name']})" for r in front)
+                   + f"; each looser class over the next tighter: {', '.join(f'{g:+.2f}' for g in gains)} BLEU ("
+                   + ("monotone" if all(g >= 0 for g in gains) else "**not monotone**") + ")")
+        out += [f"  - {r['name']} delivers the model of `{r['same_as']}` (its selection chose a tighter class's pick)"
+                for r in front if r.get("same_as")]
+    if not out:
+        return []
+    return ["", "Fronts (BLEU by latency class, tightest first; final choice of each search: "
+            f"{meta.get('select', 'the best inherited loss')}):"] + out
 
 
 def _constraint_cell(r: dict) -> str:
@@ -171,6 +203,12 @@ def plot(path: Path, rows: list[dict], constraints: list[float]) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
+    for kind, color in (("searched", "C0"), ("uniform", "C3")):  # the two fronts, as lines
+        front = sorted((r for r in rows if r["kind"] == kind and r.get("constraint_ms") is not None),
+                       key=lambda r: r["measured_ms"])
+        if len(front) > 1:
+            ax.plot([r["measured_ms"] for r in front], [r["bleu"] for r in front], "-", color=color, lw=1.2, alpha=0.6,
+                    label=f"{kind} front")
     for r in sorted(rows, key=lambda r: KIND_ORDER.index(r["kind"])):
         s = _spread(r)
         ax.errorbar(s.median, r["bleu"], xerr=[[s.median - s.low], [s.high - s.median]], fmt=MARKERS[r["kind"]],
@@ -179,7 +217,8 @@ def plot(path: Path, rows: list[dict], constraints: list[float]) -> None:
         ax.axvline(c, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("measured latency on this CPU (ms; median and min-max of interleaved rounds)")
     ax.set_ylabel("BLEU (test)")
-    ax.set_title("Searched subnets vs models trained alone with the same budget", fontsize=10)
+    ax.set_title("Searched front vs the uniformly scaled front (same pipeline) and models trained alone with the "
+                 "same budget", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()

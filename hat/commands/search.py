@@ -24,6 +24,7 @@ import os
 import time
 from pathlib import Path
 
+from hat.commands.search_select import SELECTIONS, include_candidates, select_final, select_settings
 from hat.commands.settings import Option, add_option, apply_settings, compute_device, dataclass_options
 from hat.errors import CheckpointError, DataError, HatError
 from hat.files import file_digest
@@ -38,6 +39,8 @@ SEARCH_OPTIONS = {
     "threads": Option(int, 0), "compute": Option(str, "auto"), "constraint_quantile": Option(float),
     "verify": Option(int, 0), "verify_rounds": Option(int, 5), "verify_batches": Option(int, 3),
     "faster_than": Option(str), "faster_by": Option(float, 0.05),
+    "select": Option(str, "score"), "select_candidates": Option(int, 4), "select_minutes": Option(float, 0.5),
+    "select_train": Option(str), "select_valid_sentences": Option(int, 0), "select_dir": Option(str),
 }
 
 
@@ -106,6 +109,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_option(v, SEARCH_OPTIONS, "verify_rounds", "interleaved rounds of --verify (A B C, A B C, ...)")
     add_option(v, SEARCH_OPTIONS, "verify_batches", "when none of the N meets it, time the next N, up to this many "
                "batches of N")
+    f = p.add_argument_group("final choice")
+    add_option(f, SEARCH_OPTIONS, "select", "score: the best score (HAT's); halving: successive halving over the "
+               "finalists by short fine-tunes from inherited weights, the pipeline's own last step shortened "
+               "(needs --checkpoint and --data)", choices=SELECTIONS)
+    f.add_argument("--include", action="append", metavar="SUBNET.yml", help="another search's pick to choose from "
+                   "too (repeatable; e.g. a tighter constraint's, so a looser one never delivers less)")
+    add_option(f, SEARCH_OPTIONS, "select_candidates", "halving: finalists spread over the latency range")
+    add_option(f, SEARCH_OPTIONS, "select_minutes", "halving: wall-clock minutes of the first rung's fine-tunes "
+               "(doubling each rung)")
+    add_option(f, SEARCH_OPTIONS, "select_train", "halving: `hat train` overrides on the SuperTransformer's recipe, "
+               "e.g. 'lr=2e-3 max_tokens=2048' (default: twice its lr, warmup_updates=20)")
+    add_option(f, SEARCH_OPTIONS, "select_valid_sentences", "halving: validation sentences of each rung (0: all)")
+    add_option(f, SEARCH_OPTIONS, "select_dir", "halving: where rung results are cached (default OUT_STEM.select; "
+               "searches sharing it share their common candidates' rungs)")
     o = p.add_argument_group("outputs")
     o.add_argument("--state", help="state file (default OUT_STEM.state.json)")
     o.add_argument("--no-resume", action="store_true", help="ignore an existing state file")
@@ -117,13 +134,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def out_paths(out: str | Path) -> dict[str, Path]:
     """`dir/subnet.yml` -> `dir/subnet.hat.yml`, `.log.csv`, `.pareto.csv`, `.pareto.png`, `.state.json`, `.tb`,
-    `.verify.csv`."""
+    `.verify.csv`, `.select/`, `.select.csv`."""
     out = Path(out)
     stem = out.with_suffix("") if out.suffix in (".yml", ".yaml") else out
     s = str(stem)
     return {"out": out, "hat": Path(s + ".hat.yml"), "log": Path(s + ".log.csv"), "pareto_csv": Path(s + ".pareto.csv"),
             "pareto_png": Path(s + ".pareto.png"), "state": Path(s + ".state.json"), "tb": Path(s + ".tb"),
-            "verify": Path(s + ".verify.csv")}
+            "verify": Path(s + ".verify.csv"), "select": Path(s + ".select"), "select_csv": Path(s + ".select.csv")}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -167,6 +184,18 @@ def run(args: argparse.Namespace) -> int:
     if args.verify < 0 or args.verify_rounds < 1 or args.verify_batches < 1:
         raise HatError(f"--verify {args.verify} / --verify-rounds {args.verify_rounds} / --verify-batches "
                        f"{args.verify_batches}: need >= 0, >= 1 and >= 1")
+    if args.select not in SELECTIONS:
+        raise HatError(f"--select {args.select}: expected one of {', '.join(SELECTIONS)}")
+    if args.select == "halving":
+        select_settings(args)
+        if not args.checkpoint or not args.data:
+            raise HatError("--select halving fine-tunes from the SuperTransformer: it needs --checkpoint and --data")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise HatError("--select halving runs in one process (its fine-tunes are `hat train` runs); search "
+                           "without torchrun or with --select score")
+    for inc in args.include or []:
+        if not Path(inc).is_file():
+            raise HatError(f"--include {inc}: no such subnet file")
     if args.space is None and not args.checkpoint:
         raise HatError("--space is required without --checkpoint")
     if Path(args.out).is_dir():
@@ -230,14 +259,21 @@ def run(args: argparse.Namespace) -> int:
         wall = time.perf_counter() - t0
         if rank == 0:
             dev = str(args.device or latency.name)
+            result, included = include_candidates(args.include or [], result, scorer, latency, space)
+            order, chosen = None, {"rule": "the best score", "included": sorted(included.values())}
+            if args.select == "halving":
+                result, order, chosen = select_final(args, result, scorer, latency, included,
+                                                     Path(args.select_dir or paths["select"]), paths["select_csv"])
             if target is not None:
                 result, meta = verify_search(result, latency, space, target, device=dev, held=held, count=args.verify,
                                              rounds=args.verify_rounds, batches=args.verify_batches,
                                              csv_path=paths["verify"], reference=reference,
-                                             reference_name=str(args.faster_than), faster_by=args.faster_by)
+                                             reference_name=str(args.faster_than), faster_by=args.faster_by,
+                                             order=order)
             else:
                 meta = latency_metadata(result, latency, dev, held)
-            _write_outputs(result, space, paths, args, scorer.name, latency, meta)
+            chosen["from_include"] = included.get(result.best)
+            _write_outputs(result, space, paths, args, scorer.name, latency, meta, chosen)
             _print_summary(result, paths, args, wall, scorer, space, meta)
     finally:
         if started_dist:
@@ -315,11 +351,11 @@ def _maybe_init_distributed() -> bool:
 
 
 def _write_outputs(result, space, paths: dict[str, Path], args: argparse.Namespace, score_name: str, latency,
-                   meta: dict) -> None:
+                   meta: dict, chosen: dict) -> None:
     from hat.search.pareto import non_dominated, plot_front, write_front_csv
     from hat.space import save_subconfig
 
-    save_subconfig(result.best, paths["out"], metadata={"latency": meta})
+    save_subconfig(result.best, paths["out"], metadata={"latency": meta, "selection": chosen})
     save_subconfig(result.best, paths["hat"], hat_format=True, space=space)
     ev = result.evaluated
     feas = [i for i, e in enumerate(ev) if e.latency <= result.constraint]

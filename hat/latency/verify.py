@@ -168,7 +168,7 @@ def latency_metadata(result: Any, latency: Any, device: str, held: str) -> dict:
 
 def verify_search(result: Any, latency: Any, space: Any, target: DeviceSpec, *, device: str, held: str, count: int,
                   rounds: int, batches: int, csv_path: str | Path, reference: SubConfig | None = None,
-                  reference_name: str = "", faster_by: float = 0.0,
+                  reference_name: str = "", faster_by: float = 0.0, order: Sequence[SubConfig] | None = None,
                   log: Callable[[str], None] = lambda s: print(s, flush=True)) -> tuple[Any, dict]:
     """`hat search --verify`: time the search's best feasible candidates (`count` at a time, best
     score first, up to `batches` batches) here with `target`'s full protocol and return (the result
@@ -177,7 +177,8 @@ def verify_search(result: Any, latency: Any, space: Any, target: DeviceSpec, *, 
     candidates still within the constraint after that `prediction_bias`: re-ranking by the bias the
     device showed, not trying the next near-identical candidates at the limit. A device that cannot
     be timed here keeps the predicted guarantee. None measuring
-    within the constraint is a HatError (one line)."""
+    within the constraint is a HatError (one line). `order` (a final choice's ranking, e.g.
+    `hat search --select halving`) goes first, the rest by score after it."""
     from hat.latency.provenance import predictor_warning  # noqa: PLC0415
 
     meta = latency_metadata(result, latency, device, held)
@@ -186,7 +187,9 @@ def verify_search(result: Any, latency: Any, space: Any, target: DeviceSpec, *, 
         log(f"--verify: device {target.name} cannot be timed on this machine ({why}); the guarantee is the "
             f"predictor's: {meta['guarantee']}")
         return result, {**meta, "verify": f"not measured: device {target.name} is not this machine ({why})"}
-    feas = sorted((e for e in result.evaluated if e.latency <= result.constraint), key=lambda e: (e.score, e.latency))
+    first = {c: i for i, c in enumerate(order or ())}
+    feas = sorted((e for e in result.evaluated if e.latency <= result.constraint),
+                  key=lambda e: (first.get(e.cfg, len(first)), e.score, e.latency))
     measure, protocol = measure_function(target, space)
     clash = predictor_warning(latency.predictor, protocol, "--verify", target.name)
     if clash:
@@ -204,7 +207,8 @@ def verify_search(result: Any, latency: Any, space: Any, target: DeviceSpec, *, 
         if not batch:
             break
         left = [c for c in left if all(c is not b for b in batch)]
-        log(f"--verify: timing feasible candidates {len(cands) + 1}-{len(cands) + len(batch)} (best score first"
+        log(f"--verify: timing feasible candidates {len(cands) + 1}-{len(cands) + len(batch)} "
+            f"({'the final choice' if order else 'best score'} first"
             f"{f', predicted within the constraint after a x{bias:.3f} correction' if fit and bias > 1 else ''}) on "
             f"this machine against {against} ({target.name}'s protocol, {rounds} interleaved rounds)")
         chosen = verify(batch, result.constraint, measure, rounds, log=lambda s: log(f"  {s}"),

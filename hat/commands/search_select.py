@@ -1,0 +1,247 @@
+"""`hat search --select halving`: the final choice by what the pipeline delivers, not by
+inherited loss alone.
+
+The evolution ranks candidates by their inherited validation loss. That favours the largest
+feasible subnets, and after the pipeline's wall-clock fine-tuning those have trained fewer
+updates and end worse: in the demo a looser constraint delivered a worse model
+(benchmarks/RESULTS.md 4b measures how each cheap signal ranks the final models). Successive
+halving puts the finalists through short versions of that fine-tuning instead: `candidates`
+feasible subnets spread over the latency range (the best-scored of each latency stratum of the
+best-scored quarter) plus any `--include` (another search's pick, e.g. a tighter constraint's:
+a looser constraint can then always deliver what a tighter one did), each fine-tuned from
+inherited weights for `minutes` of wall clock; the better half by validation loss goes on to
+twice the time, and so on until one is left.
+
+Every rung's result is a small JSON under the selection directory, written when the rung is
+done, so a killed selection resumes without retraining a finished candidate, and searches that
+share the directory (several constraints on one SuperTransformer) share the rungs of the
+candidates they have in common. Training runs `hat train` with the SuperTransformer's own recipe
+plus `--select-train` overrides.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from hat.errors import HatError
+from hat.files import atomic_write_text, file_digest, read_json
+from hat.space import SubConfig, describe, save_subconfig
+
+SELECTIONS = ("score", "halving")
+# a fine-tune restarts a short cycle on an annealed model: a short warm-up, twice the recipe's
+# peak rate (benchmarks/RESULTS.md 2c, "fine-tuning at equal wall-clock"); --select-train overrides
+DEFAULT_TRAIN = ("warmup_updates=20",)
+# the recipe's keys a rung sets itself (a user's --select-train may not)
+OWN_KEYS = ("data", "save_dir", "init_from", "budget_minutes", "sampling.policy", "sampling.subnet")
+
+
+@dataclass
+class SelectSettings:
+    candidates: int = 4
+    minutes: float = 0.5
+    train: list[str] = field(default_factory=list)
+    valid_sentences: int = 0  # 0: the whole validation split
+
+    def check(self) -> None:
+        if self.candidates < 2:
+            raise HatError(f"--select-candidates {self.candidates}: need at least 2 to choose between")
+        if not 0 < self.minutes <= 600:
+            raise HatError(f"--select-minutes {self.minutes:g}: must be in (0, 600]")
+        if self.valid_sentences < 0:
+            raise HatError(f"--select-valid-sentences {self.valid_sentences}: must be >= 0 (0: all)")
+        for item in self.train:
+            key = item.split("=", 1)[0]
+            if "=" not in item:
+                raise HatError(f"--select-train {item!r}: expected key=value (a `hat train` override)")
+            if key in OWN_KEYS:
+                raise HatError(f"--select-train {item!r}: the selection sets {key} itself")
+
+
+def finalists(evaluated: Sequence[Any], constraint: float, k: int, include: Sequence[SubConfig] = ()) -> list[SubConfig]:
+    """`k` feasible candidates spread over latency, then `include`. The best-scored quarter of the
+    feasible ones (at least `k`) is cut into `k` equal latency strata and each stratum gives its
+    best-scored; empty strata are filled by the next best-scored overall."""
+    feas = sorted((e for e in evaluated if e.latency <= constraint), key=lambda e: (e.score, e.latency))
+    pool = feas[: max(k, math.ceil(len(feas) / 4))]
+    chosen: list[SubConfig] = []
+    if pool:
+        lo, hi = min(e.latency for e in pool), max(e.latency for e in pool)
+        width = (hi - lo) / k or 1.0
+        for j in range(k):
+            inside = [e for e in pool if min(int((e.latency - lo) / width), k - 1) == j]
+            if inside:
+                chosen.append(inside[0].cfg)
+        chosen += [e.cfg for e in pool if e.cfg not in chosen][: k - len(chosen)]
+    return chosen + [c for c in dict.fromkeys(include) if c not in chosen]
+
+
+def successive_halving(cands: Sequence[SubConfig], signal: Callable[[SubConfig, int], float],
+                       log: Callable[[str], None] = print) -> tuple[list[SubConfig], list[dict]]:
+    """(the candidates ranked, the winner first, then each rung's losers by their loss, last rung
+    first; one row per candidate and rung). Rung r measures `signal(cfg, r)` (lower is better) for
+    every candidate still in; the better half (rounded up) goes on. Ties keep the input order."""
+    alive, rung, rows, out = list(dict.fromkeys(cands)), 0, [], []
+    if len(alive) <= 1:
+        return alive, rows
+    while len(alive) > 1:
+        scores = {}
+        for i, c in enumerate(alive):
+            scores[c] = float(signal(c, rung))
+            rows.append({"rung": rung, "subnet": describe(c), "loss": scores[c]})
+            log(f"  rung {rung}: {i + 1}/{len(alive)} loss {scores[c]:.4f}  {describe(c)}")
+        ranked = sorted(alive, key=lambda c: (scores[c], alive.index(c)))
+        keep = math.ceil(len(ranked) / 2)
+        out = ranked[keep:] + out
+        alive = ranked[:keep]
+        for r in rows:
+            if r["rung"] == rung:
+                r["kept"] = any(describe(c) == r["subnet"] for c in alive)
+        rung += 1
+    return alive + out, rows
+
+
+class FineTuneSignal:
+    """The validation loss after fine-tuning a subnet from inherited weights for `minutes x 2^rung`
+    minutes of wall clock: the pipeline's last step, shortened. Cached on disk by everything it
+    depends on (the subnet, the budget, the recipe, the checkpoint's and the data's contents)."""
+
+    def __init__(self, checkpoint: str | Path, data: str | Path, directory: str | Path, settings: SelectSettings,
+                 extra: Sequence[str] = (), log: Callable[[str], None] = print) -> None:
+        from hat.model.checkpoint import load_checkpoint  # noqa: PLC0415
+
+        self.checkpoint, self.data, self.dir = Path(checkpoint), Path(data), Path(directory)
+        self.settings, self.log = settings, log
+        cfg = dict(load_checkpoint(self.checkpoint).get("config") or {})
+        if not cfg:
+            raise HatError(f"{checkpoint}: no training config inside (not a `hat train` checkpoint)")
+        for key in ("save_dir", "init_from", "data", "budget_minutes", "max_updates", "stop_time_minutes"):
+            cfg.pop(key, None)
+        cfg["sampling"] = {**(cfg.get("sampling") or {}), "policy": "fixed", "subnet": None, "teacher": None,
+                           "distill": False}
+        cfg.update(tensorboard=False, progress=False, keep_interval_checkpoints=0, validate_interval=10**9,
+                   save_interval=10**9, save_interval_minutes=1)
+        lr = [f"lr={2 * float(cfg['lr']):g}"] if "lr" in cfg else []
+        if settings.valid_sentences:
+            cfg["max_valid_sentences"] = settings.valid_sentences
+        self.recipe = cfg
+        self.overrides = [*lr, *DEFAULT_TRAIN, *extra, *settings.train]
+        self.tag = {"checkpoint": file_digest(self.checkpoint),
+                    "data": hashlib.sha256("".join(file_digest(p) for p in sorted(self.data.glob("*"))
+                                                   if p.is_file()).encode()).hexdigest(),
+                    "recipe": cfg, "overrides": self.overrides}
+
+    def minutes(self, rung: int) -> float:
+        return self.settings.minutes * 2 ** rung
+
+    def path(self, cfg: SubConfig, rung: int) -> Path:
+        key = json.dumps({**self.tag, "subnet": cfg.to_dict(), "minutes": self.minutes(rung)}, sort_keys=True)
+        return self.dir / f"r{rung}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    def __call__(self, cfg: SubConfig, rung: int) -> float:
+        d = self.path(cfg, rung)
+        done = d / "result.json"
+        if done.is_file():
+            r = read_json(done, "selection result", hint="; delete it to retrain that candidate")
+            if not isinstance(r.get("loss"), (int, float)):
+                raise HatError(f"{done}: not a selection result (no loss); delete it to retrain that candidate")
+            return float(r["loss"])
+        from hat.cli import main  # noqa: PLC0415  (cli imports every command)
+        from hat.model.checkpoint import load_checkpoint  # noqa: PLC0415
+
+        d.mkdir(parents=True, exist_ok=True)
+        recipe, sub = d / "recipe.yml", d / "subnet.yml"
+        import yaml  # noqa: PLC0415
+
+        atomic_write_text(recipe, yaml.safe_dump(self.recipe, sort_keys=True))
+        save_subconfig(cfg, sub)
+        run = d / "run"
+        argv = ["train", "--config", str(recipe), f"data={self.data}", f"save_dir={run}", "sampling.policy=fixed",
+                f"sampling.subnet={sub}", f"init_from={self.checkpoint}", f"budget_minutes={self.minutes(rung):g}",
+                "max_updates=1000000000", *self.overrides]
+        self.log(f"  $ hat {' '.join(argv)}")
+        if main(argv):
+            raise HatError(f"selection: `hat train` of {describe(cfg)} failed ({run})")
+        ck = load_checkpoint(run / "checkpoint_last.pt")
+        loss = float(ck["valid"][-1]["subnet"]["loss"])
+        atomic_write_text(done, json.dumps({"subnet": describe(cfg), "rung": rung, "minutes": self.minutes(rung),
+                                            "loss": loss, "updates": int(ck["update"])}, indent=1))
+        shutil.rmtree(run, ignore_errors=True)  # the result is kept; a rung's weights are not delivered
+        return loss
+
+
+def include_candidates(paths: Sequence[str], result: Any, scorer: Any, latency: Any, space: Any,
+                       log: Callable[[str], None] = print) -> tuple[Any, dict[SubConfig, str]]:
+    """`--include SUBNET.yml ...`: other searches' picks join the evaluated candidates (scored like
+    them), so the final choice can fall on one; those over the constraint are left out, with a line.
+    Returns (the result, its best chosen again by score among all, {included config: its path})."""
+    import dataclasses  # noqa: PLC0415
+
+    from hat.search import Evaluated  # noqa: PLC0415
+    from hat.space import load_subconfig  # noqa: PLC0415
+
+    included: dict[SubConfig, str] = {}
+    for p in paths:
+        cfg = space.validate(load_subconfig(p), str(p))
+        if latency(cfg) > result.constraint:
+            log(f"--include {p}: predicted {latency(cfg):.4g} ms, over the constraint {result.constraint:g} ms; left out")
+            continue
+        included.setdefault(cfg, str(p))
+    if not included:
+        return result, included
+    known = {e.cfg for e in result.evaluated}
+    ev = list(result.evaluated) + [Evaluated(c, latency(c), scorer.score([c])[0]) for c in included if c not in known]
+    best = min((e for e in ev if e.latency <= result.constraint), key=lambda e: (e.score, e.latency))
+    return dataclasses.replace(result, evaluated=ev, best=best.cfg, best_score=best.score,
+                               best_latency=best.latency), included
+
+
+def select_final(args: Any, result: Any, scorer: Any, latency: Any, included: dict[SubConfig, str],
+                 directory: Path, csv_path: Path, log: Callable[[str], None] = print) -> tuple[Any, list[SubConfig], dict]:
+    """`hat search --select halving` on a search result: (the result with the winner as its best,
+    the finalists ranked for `--verify`, what the selection did, for the subnet's metadata)."""
+    import dataclasses  # noqa: PLC0415
+
+    settings = select_settings(args)
+    cands = finalists(result.evaluated, result.constraint, settings.candidates, list(included))
+    extra_train = ([f"num_threads={args.threads}"] if args.threads else []) + \
+        ([f"compute={args.compute}"] if args.compute not in (None, "auto") else [])
+    signal = FineTuneSignal(args.checkpoint, args.data, directory, settings, extra_train, log)
+    log(f"--select halving: {len(cands)} finalists ({len(included)} included), rungs of {settings.minutes:g} min "
+        f"x 2^rung fine-tuning from inherited weights; results cached in {directory}")
+    ranked, rows = successive_halving(cands, signal, log)
+    write_rows(csv_path, rows)
+    win = ranked[0]
+    result = dataclasses.replace(result, best=win, best_score=scorer.score([win])[0], best_latency=latency(win))
+    mine = [r for r in rows if r["subnet"] == describe(win)]
+    meta = {"rule": f"successive halving over {len(cands)} finalists, rungs of {settings.minutes:g} min x 2^rung "
+                    "fine-tuning from inherited weights, validation loss", "finalists": len(cands),
+            "loss": mine[-1]["loss"] if mine else None, "rungs": max((r["rung"] for r in rows), default=-1) + 1,
+            "included": sorted(included.values()), "from_include": included.get(win), "table": str(csv_path)}
+    how = "the only finalist" if meta["loss"] is None else f"loss {meta['loss']:.4f} after rung {meta['rungs'] - 1}"
+    log(f"--select halving: chose {describe(win)} ({how}"
+        + (f"; the pick of --include {included[win]}" if win in included else "") + f"); table {csv_path}")
+    return result, ranked, meta
+
+
+def select_settings(args: Any) -> SelectSettings:
+    """The selection's settings from `hat search`'s arguments, checked (one-line errors)."""
+    s = SelectSettings(args.select_candidates, args.select_minutes, (args.select_train or "").split(),
+                       args.select_valid_sentences)
+    s.check()
+    return s
+
+
+def write_rows(path: str | Path, rows: list[dict]) -> None:
+    """The selection's table (one line per candidate and rung) as CSV."""
+    lines = ["rung,loss,kept,subnet"] + [f"{r['rung']},{r['loss']:.6f},{int(bool(r.get('kept')))},\"{r['subnet']}\""
+                                        for r in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+__all__ = ["DEFAULT_TRAIN", "FineTuneSignal", "SELECTIONS", "SelectSettings", "finalists", "include_candidates",
+           "select_final", "select_settings", "successive_halving", "write_rows"]
