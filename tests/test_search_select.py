@@ -72,6 +72,10 @@ def test_successive_halving_keeps_the_better_half_by_the_measured_signal():
     assert [cands.index(c) for c in ranked] == [2, 1, 3, 4, 0]  # then each rung's losers, last rung first
     assert [r["kept"] for r in rows if r["rung"] == 0] == [False, True, True, True, False]
     assert successive_halving(cands[:1], signal)[0] == cands[:1]  # nothing to choose: no training
+    calls.clear()  # one rung only: the best of it wins, then its losers by loss
+    ranked, rows = successive_halving(cands, signal, log=lambda s: None, max_rungs=1)
+    assert [cands.index(c) for c in ranked] == [3, 1, 2, 4, 0] and {r for _, r in calls} == {0}
+    assert [r["kept"] for r in rows] == [False, False, False, True, False]
 
 
 def test_finalists_spread_over_latency_and_include_the_other_picks():
@@ -98,6 +102,7 @@ def test_finalists_spread_over_latency_and_include_the_other_picks():
     (SelectSettings(train=["lr"]), "expected key=value"),
     (SelectSettings(train=["data=x"]), "sets data itself"),
     (SelectSettings(valid_sentences=-1), ">= 0"),
+    (SelectSettings(rungs=-1), "--select-rungs"),
 ])
 def test_bad_selection_settings_are_refused(settings, needle):
     with pytest.raises(HatError, match=needle):
@@ -173,7 +178,7 @@ def test_one_finalist_is_chosen_without_training(env, tmp_path, capsys, monkeypa
     small = env.space.smallest()
     res = SearchResult("evolution", small, 1.0, 1.0, [Evaluated(small, 1.0, 1.0)], [], [], 1, 0.0, 1.0)
     args = SimpleNamespace(select_candidates=2, select_minutes=0.01, select_train=None, select_valid_sentences=0,
-                           threads=0, compute="auto", checkpoint=env.ckpt, data=env.data)
+                           select_rungs=0, threads=0, compute="auto", checkpoint=env.ckpt, data=env.data)
 
     class Scorer:
         def score(self, cfgs):

@@ -79,6 +79,7 @@ class Budget:
     # 0: the best inherited loss (HAT's choice)
     select_candidates: int = 0
     select_minutes: float = 0.5
+    select_rungs: int = 0  # 0: halve until one is left
 
 
 # Sized for a 2-core CPU: the pipeline in about 45 minutes, the baselines about 40 more. Four
@@ -261,7 +262,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     # the final choice of each search: successive halving by short fine-tunes, over its finalists and
     # the tighter classes' picks (a looser class can always deliver what a tighter one did)
     select = ["--select", "halving", "--select-candidates", str(b.select_candidates), "--select-minutes",
-              f"{b.select_minutes:g}", "--select-train", " ".join(FINETUNE), "--select-dir",
+              f"{b.select_minutes:g}", "--select-rungs", str(b.select_rungs), "--select-train", " ".join(FINETUNE),
+              "--select-dir",
               str(out / "select")] if b.select_candidates else []
     entries: list[Entry] = []
     for i, k in enumerate(classes):

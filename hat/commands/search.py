@@ -11,7 +11,10 @@ estimate (`--constraint-quantile`); `--verify N` times the N best candidates on 
 when it is the device, and writes what it measured to `.verify.csv`. `--faster-than REF.yml`
 makes the constraint relative to a model the user has (a hand-shrunk baseline, the model in
 production): predicted below (1 - `--faster-by`) x REF's prediction, and with `--verify` measured
-faster than REF, timed in the same rounds, by that margin and beyond the spread. Under torchrun
+faster than REF, timed in the same rounds, by that margin and beyond the spread. `--select halving`
+chooses among the finalists by short fine-tunes from inherited weights instead of by score, and
+`--include OTHER.yml` adds another search's pick to the candidates (hat.commands.search_select).
+Under torchrun
 (`torchrun --nproc_per_node 2 search.py ...`, gloo on CPU) every rank runs the same seeded
 search and scores a share of each generation; rank 0 writes the files.
 """
@@ -24,7 +27,13 @@ import os
 import time
 from pathlib import Path
 
-from hat.commands.search_select import SELECTIONS, include_candidates, select_final, select_settings
+from hat.commands.search_select import (
+    SELECT_OPTIONS,
+    add_select_arguments,
+    check_select_args,
+    include_candidates,
+    select_final,
+)
 from hat.commands.settings import Option, add_option, apply_settings, compute_device, dataclass_options
 from hat.errors import CheckpointError, DataError, HatError
 from hat.files import file_digest
@@ -39,8 +48,7 @@ SEARCH_OPTIONS = {
     "threads": Option(int, 0), "compute": Option(str, "auto"), "constraint_quantile": Option(float),
     "verify": Option(int, 0), "verify_rounds": Option(int, 5), "verify_batches": Option(int, 3),
     "faster_than": Option(str), "faster_by": Option(float, 0.05),
-    "select": Option(str, "score"), "select_candidates": Option(int, 4), "select_minutes": Option(float, 0.5),
-    "select_train": Option(str), "select_valid_sentences": Option(int, 0), "select_dir": Option(str),
+    **SELECT_OPTIONS,
 }
 
 
@@ -62,6 +70,9 @@ EXAMPLES = """examples:
       --latency-constraint 60 --data data/debian.de-en --out search/subnet.yml
   hat search --config tiny@cpu-2core --checkpoint SUPER.pt --data data/debian.de-en --out subnet.yml
   hat search --scorer params --space tiny --device cpu-2core --latency-constraint 60 --out subnet.yml
+  # the final choice by short fine-tunes; a looser constraint that may deliver the tighter one's pick
+  hat search --checkpoint SUPER.pt --device cpu-2core --latency-constraint 70 --data data/debian.de-en \\
+      --out loose.yml --select halving --include tight.yml
 """
 
 
@@ -109,20 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_option(v, SEARCH_OPTIONS, "verify_rounds", "interleaved rounds of --verify (A B C, A B C, ...)")
     add_option(v, SEARCH_OPTIONS, "verify_batches", "when none of the N meets it, time the next N, up to this many "
                "batches of N")
-    f = p.add_argument_group("final choice")
-    add_option(f, SEARCH_OPTIONS, "select", "score: the best score (HAT's); halving: successive halving over the "
-               "finalists by short fine-tunes from inherited weights, the pipeline's own last step shortened "
-               "(needs --checkpoint and --data)", choices=SELECTIONS)
-    f.add_argument("--include", action="append", metavar="SUBNET.yml", help="another search's pick to choose from "
-                   "too (repeatable; e.g. a tighter constraint's, so a looser one never delivers less)")
-    add_option(f, SEARCH_OPTIONS, "select_candidates", "halving: finalists spread over the latency range")
-    add_option(f, SEARCH_OPTIONS, "select_minutes", "halving: wall-clock minutes of the first rung's fine-tunes "
-               "(doubling each rung)")
-    add_option(f, SEARCH_OPTIONS, "select_train", "halving: `hat train` overrides on the SuperTransformer's recipe, "
-               "e.g. 'lr=2e-3 max_tokens=2048' (default: twice its lr, warmup_updates=20)")
-    add_option(f, SEARCH_OPTIONS, "select_valid_sentences", "halving: validation sentences of each rung (0: all)")
-    add_option(f, SEARCH_OPTIONS, "select_dir", "halving: where rung results are cached (default OUT_STEM.select; "
-               "searches sharing it share their common candidates' rungs)")
+    add_select_arguments(p.add_argument_group("final choice"), SEARCH_OPTIONS)
     o = p.add_argument_group("outputs")
     o.add_argument("--state", help="state file (default OUT_STEM.state.json)")
     o.add_argument("--no-resume", action="store_true", help="ignore an existing state file")
@@ -184,18 +182,7 @@ def run(args: argparse.Namespace) -> int:
     if args.verify < 0 or args.verify_rounds < 1 or args.verify_batches < 1:
         raise HatError(f"--verify {args.verify} / --verify-rounds {args.verify_rounds} / --verify-batches "
                        f"{args.verify_batches}: need >= 0, >= 1 and >= 1")
-    if args.select not in SELECTIONS:
-        raise HatError(f"--select {args.select}: expected one of {', '.join(SELECTIONS)}")
-    if args.select == "halving":
-        select_settings(args)
-        if not args.checkpoint or not args.data:
-            raise HatError("--select halving fine-tunes from the SuperTransformer: it needs --checkpoint and --data")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise HatError("--select halving runs in one process (its fine-tunes are `hat train` runs); search "
-                           "without torchrun or with --select score")
-    for inc in args.include or []:
-        if not Path(inc).is_file():
-            raise HatError(f"--include {inc}: no such subnet file")
+    check_select_args(args)
     if args.space is None and not args.checkpoint:
         raise HatError("--space is required without --checkpoint")
     if Path(args.out).is_dir():

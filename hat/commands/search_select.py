@@ -23,16 +23,23 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from hat.commands.settings import Option, add_option
 from hat.errors import HatError
 from hat.files import atomic_write_text, file_digest, read_json
 from hat.space import SubConfig, describe, save_subconfig
 
 SELECTIONS = ("score", "halving")
+SELECT_OPTIONS = {
+    "select": Option(str, "score"), "select_candidates": Option(int, 4), "select_minutes": Option(float, 0.5),
+    "select_rungs": Option(int, 0), "select_train": Option(str), "select_valid_sentences": Option(int, 0),
+    "select_dir": Option(str),
+}
 # a fine-tune restarts a short cycle on an annealed model: a short warm-up, twice the recipe's
 # peak rate (benchmarks/RESULTS.md 2c, "fine-tuning at equal wall-clock"); --select-train overrides
 DEFAULT_TRAIN = ("warmup_updates=20",)
@@ -46,12 +53,15 @@ class SelectSettings:
     minutes: float = 0.5
     train: list[str] = field(default_factory=list)
     valid_sentences: int = 0  # 0: the whole validation split
+    rungs: int = 0  # at most this many rungs, the best of the last one wins (0: until one is left)
 
     def check(self) -> None:
         if self.candidates < 2:
             raise HatError(f"--select-candidates {self.candidates}: need at least 2 to choose between")
         if not 0 < self.minutes <= 600:
             raise HatError(f"--select-minutes {self.minutes:g}: must be in (0, 600]")
+        if self.rungs < 0:
+            raise HatError(f"--select-rungs {self.rungs}: must be >= 0 (0: halve until one is left)")
         if self.valid_sentences < 0:
             raise HatError(f"--select-valid-sentences {self.valid_sentences}: must be >= 0 (0: all)")
         for item in self.train:
@@ -60,6 +70,41 @@ class SelectSettings:
                 raise HatError(f"--select-train {item!r}: expected key=value (a `hat train` override)")
             if key in OWN_KEYS:
                 raise HatError(f"--select-train {item!r}: the selection sets {key} itself")
+
+
+def add_select_arguments(g: Any, options: dict[str, Option]) -> None:
+    """`hat search`'s "final choice" options."""
+    add_option(g, options, "select", "score: the best score (HAT's); halving: successive halving over the "
+               "finalists by short fine-tunes from inherited weights, the pipeline's own last step shortened "
+               "(needs --checkpoint and --data)", choices=SELECTIONS)
+    g.add_argument("--include", action="append", metavar="SUBNET.yml", help="another search's pick to choose from "
+                   "too (repeatable; e.g. a tighter constraint's, so a looser one never delivers less)")
+    add_option(g, options, "select_candidates", "halving: finalists spread over the latency range")
+    add_option(g, options, "select_minutes", "halving: wall-clock minutes of the first rung's fine-tunes "
+               "(doubling each rung)")
+    add_option(g, options, "select_rungs", "halving: at most this many rungs, the last one's best wins (0: "
+               "halve until one is left; 1: the best of one short fine-tune each)")
+    add_option(g, options, "select_train", "halving: `hat train` overrides on the SuperTransformer's recipe, "
+               "e.g. 'lr=2e-3 max_tokens=2048' (default: twice its lr, warmup_updates=20)")
+    add_option(g, options, "select_valid_sentences", "halving: validation sentences of each rung (0: all)")
+    add_option(g, options, "select_dir", "halving: where rung results are cached (default OUT_STEM.select; "
+               "searches sharing it share their common candidates' rungs)")
+
+
+def check_select_args(args: Any) -> None:
+    """The final-choice options, checked before any work (one-line errors)."""
+    if args.select not in SELECTIONS:
+        raise HatError(f"--select {args.select}: expected one of {', '.join(SELECTIONS)}")
+    if args.select == "halving":
+        select_settings(args)
+        if not args.checkpoint or not args.data:
+            raise HatError("--select halving fine-tunes from the SuperTransformer: it needs --checkpoint and --data")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise HatError("--select halving runs in one process (its fine-tunes are `hat train` runs); search "
+                           "without torchrun or with --select score")
+    for inc in args.include or []:
+        if not Path(inc).is_file():
+            raise HatError(f"--include {inc}: no such subnet file")
 
 
 def finalists(evaluated: Sequence[Any], constraint: float, k: int, include: Sequence[SubConfig] = ()) -> list[SubConfig]:
@@ -81,10 +126,11 @@ def finalists(evaluated: Sequence[Any], constraint: float, k: int, include: Sequ
 
 
 def successive_halving(cands: Sequence[SubConfig], signal: Callable[[SubConfig, int], float],
-                       log: Callable[[str], None] = print) -> tuple[list[SubConfig], list[dict]]:
+                       log: Callable[[str], None] = print, max_rungs: int = 0) -> tuple[list[SubConfig], list[dict]]:
     """(the candidates ranked, the winner first, then each rung's losers by their loss, last rung
     first; one row per candidate and rung). Rung r measures `signal(cfg, r)` (lower is better) for
-    every candidate still in; the better half (rounded up) goes on. Ties keep the input order."""
+    every candidate still in; the better half (rounded up) goes on, or, at rung `max_rungs` - 1
+    (0: no limit), only the best. Ties keep the input order."""
     alive, rung, rows, out = list(dict.fromkeys(cands)), 0, [], []
     if len(alive) <= 1:
         return alive, rows
@@ -95,7 +141,7 @@ def successive_halving(cands: Sequence[SubConfig], signal: Callable[[SubConfig, 
             rows.append({"rung": rung, "subnet": describe(c), "loss": scores[c]})
             log(f"  rung {rung}: {i + 1}/{len(alive)} loss {scores[c]:.4f}  {describe(c)}")
         ranked = sorted(alive, key=lambda c: (scores[c], alive.index(c)))
-        keep = math.ceil(len(ranked) / 2)
+        keep = 1 if max_rungs and rung + 1 >= max_rungs else math.ceil(len(ranked) / 2)
         out = ranked[keep:] + out
         alive = ranked[:keep]
         for r in rows:
@@ -213,13 +259,14 @@ def select_final(args: Any, result: Any, scorer: Any, latency: Any, included: di
     signal = FineTuneSignal(args.checkpoint, args.data, directory, settings, extra_train, log)
     log(f"--select halving: {len(cands)} finalists ({len(included)} included), rungs of {settings.minutes:g} min "
         f"x 2^rung fine-tuning from inherited weights; results cached in {directory}")
-    ranked, rows = successive_halving(cands, signal, log)
+    ranked, rows = successive_halving(cands, signal, log, settings.rungs)
     write_rows(csv_path, rows)
     win = ranked[0]
     result = dataclasses.replace(result, best=win, best_score=scorer.score([win])[0], best_latency=latency(win))
     mine = [r for r in rows if r["subnet"] == describe(win)]
+    limit = f", at most {settings.rungs} rung(s)" if settings.rungs else ""
     meta = {"rule": f"successive halving over {len(cands)} finalists, rungs of {settings.minutes:g} min x 2^rung "
-                    "fine-tuning from inherited weights, validation loss", "finalists": len(cands),
+                    f"fine-tuning from inherited weights{limit}, validation loss", "finalists": len(cands),
             "loss": mine[-1]["loss"] if mine else None, "rungs": max((r["rung"] for r in rows), default=-1) + 1,
             "included": sorted(included.values()), "from_include": included.get(win), "table": str(csv_path)}
     how = "the only finalist" if meta["loss"] is None else f"loss {meta['loss']:.4f} after rung {meta['rungs'] - 1}"
@@ -231,7 +278,7 @@ def select_final(args: Any, result: Any, scorer: Any, latency: Any, included: di
 def select_settings(args: Any) -> SelectSettings:
     """The selection's settings from `hat search`'s arguments, checked (one-line errors)."""
     s = SelectSettings(args.select_candidates, args.select_minutes, (args.select_train or "").split(),
-                       args.select_valid_sentences)
+                       args.select_valid_sentences, args.select_rungs)
     s.check()
     return s
 
@@ -243,5 +290,6 @@ def write_rows(path: str | Path, rows: list[dict]) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-__all__ = ["DEFAULT_TRAIN", "FineTuneSignal", "SELECTIONS", "SelectSettings", "finalists", "include_candidates",
-           "select_final", "select_settings", "successive_halving", "write_rows"]
+__all__ = ["DEFAULT_TRAIN", "FineTuneSignal", "SELECTIONS", "SELECT_OPTIONS", "SelectSettings", "add_select_arguments",
+           "check_select_args", "finalists", "include_candidates", "select_final", "select_settings",
+           "successive_halving", "write_rows"]
