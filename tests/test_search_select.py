@@ -85,15 +85,21 @@ def test_finalists_spread_over_latency_and_include_the_other_picks():
     good = {0: 2.0, 1: 1.5, 2: 1.2, 10: 1.1, 11: 1.0, 20: 1.9, 30: 1.4, 31: 1.3, 32: 1.8, 33: 1.7}
     ev = [Evaluated(c, float(i), good.get(i, 10.0 + i)) for i, c in enumerate(cfgs[:40])]
     ev.append(Evaluated(cfgs[40], 50.0, 0.1))  # the best score, over the constraint
-    got = finalists(ev, 40.0, 4, include=[cfgs[39], cfgs[2]])
+    got = finalists(ev, 40.0, 4, include=[cfgs[39], cfgs[2]], top=0.25)
     # strata of width 33/4 over 0-33: {0,1,2} -> 2, {10,11} -> 11, {20} -> 20, {30..33} -> 31; then the pick
     # not already there (cfgs[2] is a finalist)
     assert got == [cfgs[2], cfgs[11], cfgs[20], cfgs[31], cfgs[39]]
     # an empty stratum is filled by the next best-scored
     ev2 = [e for e in ev if e.latency != 20.0]
-    got2 = finalists(ev2, 40.0, 4)
+    got2 = finalists(ev2, 40.0, 4, top=0.25)
     assert got2[:3] == [cfgs[2], cfgs[11], cfgs[31]] and got2[3] == cfgs[10] and len(got2) == 4
     assert finalists([], 40.0, 4, include=[cfgs[5]]) == [cfgs[5]]
+    # by default every feasible candidate: strata of width 39/4 over 0-39, each its best-scored
+    assert finalists(ev, 40.0, 4) == [cfgs[2], cfgs[11], cfgs[20], cfgs[31]]
+    lows = [cfgs[i] for i in (5, 6)]  # a stratum of poorly scored fast ones still gives one
+    ev3 = [Evaluated(c, float(i), 10.0 + i) for i, c in enumerate(lows)] + \
+        [Evaluated(c, 30.0 + i, float(i)) for i, c in enumerate(cfgs[10:14])]
+    assert finalists(ev3, 40.0, 2) == [lows[0], cfgs[10]]
 
 
 @pytest.mark.parametrize("settings, needle", [

@@ -260,6 +260,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 meta = latency_metadata(result, latency, dev, held)
             chosen["from_include"] = included.get(result.best)
+            if order and result.best != order[0]:  # the final choice measured over the constraint
+                chosen["verify_moved_to"] = order.index(result.best) + 1 if result.best in order else "by score"
             _write_outputs(result, space, paths, args, scorer.name, latency, meta, chosen)
             _print_summary(result, paths, args, wall, scorer, space, meta)
     finally:

@@ -6,8 +6,9 @@ feasible subnets, and after the pipeline's wall-clock fine-tuning those have tra
 updates and end worse: in the demo a looser constraint delivered a worse model
 (benchmarks/RESULTS.md 4b measures how each cheap signal ranks the final models). Successive
 halving puts the finalists through short versions of that fine-tuning instead: `candidates`
-feasible subnets spread over the latency range (the best-scored of each latency stratum of the
-best-scored quarter) plus any `--include` (another search's pick, e.g. a tighter constraint's:
+feasible subnets spread over the latency range (the best-scored of each latency stratum, from the
+fastest feasible to the slowest: after fine-tuning, small fast subnets are often the best, and
+inherited loss ranks them last) plus any `--include` (another search's pick, e.g. a tighter constraint's:
 a looser constraint can then always deliver what a tighter one did), each fine-tuned from
 inherited weights for `minutes` of wall clock; the better half by validation loss goes on to
 twice the time, and so on until one is left.
@@ -107,12 +108,13 @@ def check_select_args(args: Any) -> None:
             raise HatError(f"--include {inc}: no such subnet file")
 
 
-def finalists(evaluated: Sequence[Any], constraint: float, k: int, include: Sequence[SubConfig] = ()) -> list[SubConfig]:
-    """`k` feasible candidates spread over latency, then `include`. The best-scored quarter of the
-    feasible ones (at least `k`) is cut into `k` equal latency strata and each stratum gives its
-    best-scored; empty strata are filled by the next best-scored overall."""
+def finalists(evaluated: Sequence[Any], constraint: float, k: int, include: Sequence[SubConfig] = (),
+              top: float = 1.0) -> list[SubConfig]:
+    """`k` feasible candidates spread over latency, then `include`. The best-scored `top` share of
+    the feasible ones (at least `k`; all by default) is cut into `k` equal latency strata and each
+    stratum gives its best-scored; empty strata are filled by the next best-scored overall."""
     feas = sorted((e for e in evaluated if e.latency <= constraint), key=lambda e: (e.score, e.latency))
-    pool = feas[: max(k, math.ceil(len(feas) / 4))]
+    pool = feas[: max(k, math.ceil(len(feas) * top))]
     chosen: list[SubConfig] = []
     if pool:
         lo, hi = min(e.latency for e in pool), max(e.latency for e in pool)
