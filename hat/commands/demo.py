@@ -87,7 +87,7 @@ class Budget:
 # search 3 % inside its share: the ratio of two models re-timed 45-60 minutes later moved by up to
 # 1.7 % (RESULTS 5c) and 4.3 % (5b, absorbed by that subnet's own room) on the shared 2-core VM.
 FULL = Budget(20, 3, 2048, 300, 150, 10, 28, 8, 10, 6, 300, (0.45, 0.52, 0.59, 0.67), 1000, 4, 5, 100_000,
-              search_margin=0.03, select_candidates=3, select_minutes=0.5)
+              search_margin=0.03, select_candidates=3, select_minutes=0.5, select_rungs=1)
 # A first look on the bundled sample in about 2 minutes on 2 cores: the wall-clock budgets bound
 # the training stages, so a slower or busier machine trains less rather than running long.
 QUICK = Budget(0.5, 0.15, 1024, 5, 24, 3, 8, 2, 3, 2, 32, (0.5, 0.7), 50, 1, 2, 100_000, faster_by=0.0,
