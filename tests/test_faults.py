@@ -783,11 +783,15 @@ FLAG_CASES = [
     (["train", "--config", "no-such-recipe"], "no-such-recipe: unknown training config"),
     (["prepare", "debian", "--pair", "de-fr", "--out", "OUT"], "invalid choice: 'de-fr'"),
     (["demo", "--quick", "--out", "OUT", "--data", "DATA", "--device", "no-such-device"], "no-such-device"),
+    (["demo", "--quick", "--out", "OUT", "--data", "DATA", "--faster-by", "0.7"], "--faster-by 0.7"),
+    (["search", "--scorer", "params", "--space", "tiny", "--predictor", "macs", "--latency-constraint", "5",
+      "--out", "OUT", "--select", "halving", "--select-candidates", "1", "--checkpoint", "CKPT", "--data", "DATA"],
+     "--select-candidates 1"),
 ]
 FLAG_IDS = ["evaluate-compute-bogus", "evaluate-compute-cuda7", "evaluate-limit-negative", "evaluate-max-tokens-0",
             "evaluate-subset", "evaluate-limit-text", "search-compute-gpu", "search-negative-constraint",
             "search-macs-factor", "export-format", "export-opset-99", "info-space", "unknown-command",
-            "train-recipe", "prepare-pair", "demo-device"]
+            "train-recipe", "prepare-pair", "demo-device", "demo-faster-by", "search-select-candidates"]
 
 
 @pytest.mark.parametrize("argv, needle", FLAG_CASES, ids=FLAG_IDS)
