@@ -157,7 +157,10 @@ def hat_stage(argv: list[str]) -> None:
     print(f"\n$ hat {' '.join(argv)}", flush=True)
     rc = main(argv)
     if rc:
-        raise HatError(f"stage `hat {argv[0]}` failed with exit code {rc}")
+        hint = ("; rerun `hat demo` to time the candidates again (the search and its selection resume from their "
+                "files), or lower --faster-by when no subnet measures that much faster than hand here"
+                if argv[0] == "search" and "--verify" in argv else "")
+        raise HatError(f"stage `hat {argv[0]}` failed with exit code {rc}{hint}")
 
 
 @dataclass
