@@ -99,6 +99,13 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def files_digest(paths: Iterable[str | Path | None]) -> str | None:
+    """One digest of several files' contents, in the given order (None when none of them is a
+    file): what a set of inputs IS, e.g. a data directory's splits."""
+    files = [Path(p) for p in paths if p and Path(p).is_file()]
+    return hashlib.sha256("".join(file_digest(p) for p in files).encode()).hexdigest() if files else None
+
+
 def read_json(path: str | Path, what: str, error: type[HatError] = HatError, expect: type = dict,
               hint: str = "") -> Any:
     """A JSON file whose top level is an `expect` (dict by default), else one `error` naming the

@@ -277,8 +277,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     # the tighter classes' picks (a looser class can always deliver what a tighter one did)
     select = ["--select", "halving", "--select-candidates", str(b.select_candidates), "--select-minutes",
               f"{b.select_minutes:g}", "--select-rungs", str(b.select_rungs), "--select-train", " ".join(FINETUNE),
-              "--select-dir",
-              str(out / "select")] if b.select_candidates else []
+              "--select-dir", str(out / "select")] if b.select_candidates else []
     timing = ["--verify", "3", "--verify-rounds", str(b.rounds), "--verify-batches", "5"] if verify else []
     entries: list[Entry] = []
     for i, k in enumerate(classes):

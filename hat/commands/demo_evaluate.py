@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hat.commands.demo_report import BASES
+from hat.commands.demo_report import BASES, uniform_of
 from hat.commands.demo_state import Ledger, bleu_check, json_problem, spreads_problem, stage_needed
 from hat.files import atomic_write_text, read_json
 from hat.latency.devices import resolve_device
@@ -79,8 +79,8 @@ def evaluate_entries(out: Path, data: Path, entries: list[Any], b: Any, space: D
         r.update(measured_fields(lat, r["name"], e.klass))
     for r in rows:
         if r["kind"] == "searched":  # against every baseline and its own class's uniform row
-            mine = {**bases, **{u["name"]: hyps[u["name"]] for u in rows
-                                if u["kind"] == "uniform" and u.get("constraint") == r.get("constraint")}}
+            u = uniform_of(r, rows)
+            mine = {**bases, **({u["name"]: hyps[u["name"]]} if u else {})}
             r["p_vs"] = {name: paired_bleu_pvalue(h, hyps[r["name"]], refs_text) for name, h in mine.items()}
     return rows, {k: lat[f"reference: {k}"] for k in refs}
 

@@ -98,11 +98,11 @@ def summary_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
     lines += _limits(searched, meta)
     lines += front_lines(rows, meta)
     by_kind = {k: r for k in BASES for r in rows if r["kind"] == k}
-    if searched and (by_kind or _uniform_of(searched[0], rows)):
+    if searched and (by_kind or uniform_of(searched[0], rows)):
         lines += ["", "Searched subnets against their class's uniformly scaled design (the same pipeline) and the "
                   "baselines trained alone with budget B:"]
         for r in sorted(searched, key=lambda r: r["constraint_ms"]):
-            u = _uniform_of(r, rows)
+            u = uniform_of(r, rows)
             parts = [f"vs {u['name']}: {compare(r, u)}"] if u else []
             parts += [f"vs {k}: {compare(r, base)}" for k, base in by_kind.items()]
             scratch = next((s for s in rows if s["kind"] == "searched-scratch" and s["config"] == r["config"]), None)
@@ -116,10 +116,15 @@ def summary_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _uniform_of(r: dict, rows: list[dict]) -> dict | None:
+def uniform_of(r: dict, rows: list[dict]) -> dict | None:
     """The `uniform` row of `r`'s latency class."""
     return next((u for u in rows if u["kind"] == "uniform" and u.get("constraint") is not None
                  and u.get("constraint") == r.get("constraint")), None)
+
+
+def _front(rows: list[dict], kind: str, by: str) -> list[dict]:
+    """The rows of `kind` that belong to a latency class, sorted by `by`."""
+    return sorted((r for r in rows if r["kind"] == kind and r.get("constraint_ms") is not None), key=lambda r: r[by])
 
 
 def front_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
@@ -127,8 +132,7 @@ def front_lines(rows: list[dict], meta: dict[str, Any]) -> list[str]:
     over the next tighter one, and the classes that deliver a tighter class's model again."""
     out = []
     for kind, what in (("searched", "searched"), ("uniform", "uniformly scaled")):
-        front = sorted((r for r in rows if r["kind"] == kind and r.get("constraint_ms") is not None),
-                       key=lambda r: r["constraint_ms"])
+        front = _front(rows, kind, "constraint_ms")
         if len(front) < 2:
             continue
         gains = [b["bleu"] - a["bleu"] for a, b in zip(front, front[1:])]
@@ -204,8 +208,7 @@ def plot(path: Path, rows: list[dict], constraints: list[float]) -> None:
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for kind, color in (("searched", "C0"), ("uniform", "C3")):  # the two fronts, as lines
-        front = sorted((r for r in rows if r["kind"] == kind and r.get("constraint_ms") is not None),
-                       key=lambda r: r["measured_ms"])
+        front = _front(rows, kind, "measured_ms")
         if len(front) > 1:
             ax.plot([r["measured_ms"] for r in front], [r["bleu"] for r in front], "-", color=color, lw=1.2, alpha=0.6,
                     label=f"{kind} front")

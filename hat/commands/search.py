@@ -21,7 +21,6 @@ search and scores a share of each generation; rank 0 writes the files.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import time
@@ -36,7 +35,7 @@ from hat.commands.search_select import (
 )
 from hat.commands.settings import Option, add_option, apply_settings, compute_device, dataclass_options
 from hat.errors import CheckpointError, DataError, HatError
-from hat.files import file_digest
+from hat.files import file_digest, files_digest
 from hat.latency.devices import resolve_device
 from hat.search import ALGORITHMS, SCORERS, EvolutionSettings, LossSettings
 
@@ -233,8 +232,8 @@ def run(args: argparse.Namespace) -> int:
         # replaced at the same path must not resume with the old scores
         fp = {"checkpoint": file_digest(args.checkpoint) if args.checkpoint else None,
               "predictor": pred_name, "constraint_quantile": getattr(predictor, "quantile", None),
-              "predictor_file": _digest_of([getattr(predictor, "source", "")]),
-              "data": _digest_of(sorted(Path(args.data).glob(f"{args.valid_subset}.*"))) if args.data else None,
+              "predictor_file": files_digest([getattr(predictor, "source", "")]),
+              "data": files_digest(sorted(Path(args.data).glob(f"{args.valid_subset}.*"))) if args.data else None,
               "valid_subset": args.valid_subset,
               "valid_sentences": args.valid_sentences, "max_tokens": args.max_tokens,
               "label_smoothing": args.label_smoothing}
@@ -319,12 +318,6 @@ def _verify_target(args: argparse.Namespace, predictor):
         raise HatError(f"--verify {args.verify}: needs the target device (--device NAME, or a predictor fit with "
                        "`hat fit-predictor --device NAME`)")
     return resolve_device(name)
-
-
-def _digest_of(paths: list) -> str | None:
-    """One digest of the files' contents (None when none of them is a file)."""
-    files = [Path(p) for p in paths if p and Path(p).is_file()]
-    return hashlib.sha256("".join(file_digest(p) for p in files).encode()).hexdigest() if files else None
 
 
 def _maybe_init_distributed() -> bool:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 from hat.commands.settings import Option, add_option
 from hat.errors import HatError
-from hat.files import atomic_write_text, file_digest, read_json
+from hat.files import atomic_write_text, file_digest, files_digest, read_json
 from hat.space import SubConfig, describe, save_subconfig
 
 SELECTIONS = ("score", "halving")
@@ -134,21 +134,19 @@ def successive_halving(cands: Sequence[SubConfig], signal: Callable[[SubConfig, 
     every candidate still in; the better half (rounded up) goes on, or, at rung `max_rungs` - 1
     (0: no limit), only the best. Ties keep the input order."""
     alive, rung, rows, out = list(dict.fromkeys(cands)), 0, [], []
-    if len(alive) <= 1:
-        return alive, rows
     while len(alive) > 1:
-        scores = {}
+        scores, mine = {}, {}
         for i, c in enumerate(alive):
             scores[c] = float(signal(c, rung))
-            rows.append({"rung": rung, "subnet": describe(c), "loss": scores[c]})
+            mine[c] = {"rung": rung, "subnet": describe(c), "loss": scores[c]}
             log(f"  rung {rung}: {i + 1}/{len(alive)} loss {scores[c]:.4f}  {describe(c)}")
         ranked = sorted(alive, key=lambda c: (scores[c], alive.index(c)))
         keep = 1 if max_rungs and rung + 1 >= max_rungs else math.ceil(len(ranked) / 2)
         out = ranked[keep:] + out
+        for c in alive:
+            mine[c]["kept"] = c in ranked[:keep]
+        rows += mine.values()
         alive = ranked[:keep]
-        for r in rows:
-            if r["rung"] == rung:
-                r["kept"] = any(describe(c) == r["subnet"] for c in alive)
         rung += 1
     return alive + out, rows
 
@@ -179,8 +177,7 @@ class FineTuneSignal:
         self.recipe = cfg
         self.overrides = [*lr, *DEFAULT_TRAIN, *extra, *settings.train]
         self.tag = {"checkpoint": file_digest(self.checkpoint),
-                    "data": hashlib.sha256("".join(file_digest(p) for p in sorted(self.data.glob("*"))
-                                                   if p.is_file()).encode()).hexdigest(),
+                    "data": files_digest(sorted(self.data.glob("*"))),
                     "recipe": cfg, "overrides": self.overrides}
 
     def minutes(self, rung: int) -> float:
