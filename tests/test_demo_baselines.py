@@ -2,6 +2,7 @@
 alone from scratch gets the same recipe and the same budget B, B counts every stage the pipeline
 spends per delivered model, and the summary's comparisons are those of the measured rows."""
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,12 +12,13 @@ from hat.commands.demo import Budget
 from hat.commands.demo_classes import uniform_configs
 from hat.commands.demo_report import BASES, compare
 from hat.latency.predictors import load_predictor
+from hat.model.checkpoint import load_checkpoint
 from hat.space import describe, load_space, load_subconfig, load_subconfig_metadata
 
 TINY = Budget(super_minutes=0.05, finetune_minutes=0.01, max_tokens=512, super_warmup=2, latency_samples=30,
               latency_runs=2, search_population=8, search_parents=2, search_children=3, search_iterations=2,
               valid_sentences=16, constraints=(0.5, 0.7), test_sentences=8, beam=1, rounds=1, max_updates=30,
-              faster_by=0.0, select_candidates=2, select_minutes=0.01)  # as QUICK
+              faster_by=0.0, select_candidates=2, select_minutes=0.01, select_rungs=1, select_keep=True)  # as QUICK
 SCRATCH_KINDS = ("dedicated", "hand", "hand-max", "searched-scratch")
 
 
@@ -61,7 +63,9 @@ def test_b_counts_every_stage_spent_per_delivered_model(run):
     assert b["super_s"] == pytest.approx(led["runs"]["super"]["seconds"])
     searched = [r for r in s["rows"] if r["kind"] == "searched"]
     once = {r["model_path"]: r for r in searched}.values()  # a class delivering a tighter class's model counts once
-    assert b["finetune_s"] == pytest.approx(sum(r["train_s"] for r in once))
+    # each searched model is its selection's kept fine-tune: timed with the search, not counted twice
+    assert all(r["kept"] for r in searched) and b["finetune_s"] == 0
+    assert b["search_s"] > sum(r["train_s"] for r in once)
     assert b["n_constraints"] == len(searched) == 2
     assert b["per_model_s"] == pytest.approx((b["super_s"] + b["latency_s"] + b["search_s"] + b["finetune_s"]) / 2)
     assert f"latency measurement and predictor {b['latency_s']:.0f} s" in text
@@ -127,3 +131,8 @@ def test_a_looser_search_chooses_among_its_finalists_and_the_tighter_picks(run):
     assert (metas[loose]["from_include"] == str(tight)) == twin
     assert (searched[1].get("same_as") == searched[0]["name"]) == twin
     assert "Fronts (BLEU by latency class, tightest first" in text
+    for r, p in zip(searched, sorted(subnets, key=lambda p: load_subconfig_metadata(p)["latency"]["constraint_ms"])):
+        kept = metas[p]["kept"]  # the delivered model is the selection's fine-tune of the pick
+        assert kept["minutes"] == TINY.select_minutes and load_subconfig(p) == load_subconfig(Path(kept["dir"]) / "subnet.yml")
+        if not r.get("same_as"):
+            assert r["updates"] == load_checkpoint(Path(kept["dir"]) / "checkpoint_last.pt")["update"]

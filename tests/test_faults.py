@@ -787,11 +787,15 @@ FLAG_CASES = [
     (["search", "--scorer", "params", "--space", "tiny", "--predictor", "macs", "--latency-constraint", "5",
       "--out", "OUT", "--select", "halving", "--select-candidates", "1", "--checkpoint", "CKPT", "--data", "DATA"],
      "--select-candidates 1"),
+    (["search", "--scorer", "params", "--space", "tiny", "--predictor", "macs", "--latency-constraint", "5",
+      "--out", "OUT", "--select", "halving", "--select-keep", "SUB", "--checkpoint", "CKPT", "--data",
+      "DATA"], "is a file; give the directory"),
 ]
 FLAG_IDS = ["evaluate-compute-bogus", "evaluate-compute-cuda7", "evaluate-limit-negative", "evaluate-max-tokens-0",
             "evaluate-subset", "evaluate-limit-text", "search-compute-gpu", "search-negative-constraint",
             "search-macs-factor", "export-format", "export-opset-99", "info-space", "unknown-command",
-            "train-recipe", "prepare-pair", "demo-device", "demo-faster-by", "search-select-candidates"]
+            "train-recipe", "prepare-pair", "demo-device", "demo-faster-by", "search-select-candidates",
+            "search-select-keep-file"]
 
 
 @pytest.mark.parametrize("argv, needle", FLAG_CASES, ids=FLAG_IDS)

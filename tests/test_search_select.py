@@ -161,11 +161,40 @@ def test_search_select_halving_end_to_end_with_an_included_pick(env, tmp_path, c
     assert len(list(out.with_suffix(".select").glob("*/result.json"))) == n_results
 
 
+def test_select_keep_delivers_the_chosen_fine_tune(env, tmp_path, capsys):
+    """--select-keep: the chosen subnet's fine-tuned checkpoint is written, from the cached rung, and
+    is the rung's model itself (same weights, same updates); a rerun trains nothing."""
+    from hat.model.checkpoint import load_checkpoint
+
+    out, kept = tmp_path / "s" / "subnet.yml", tmp_path / "kept"
+    argv = ["search", "--checkpoint", str(env.ckpt), "--predictor", "macs", "--latency-constraint", "1000",
+            "--data", str(env.data), "--out", str(out), "--population", "6", "--parents", "2", "--mutations", "2",
+            "--crossovers", "2", "--iterations", "1", "--valid-sentences", "8", "--no-progress",
+            "--select", "halving", "--select-candidates", "2", "--select-minutes", "0.01", "--select-rungs", "1",
+            "--select-train", "max_updates=2 warmup_updates=1", "--select-keep", str(kept)]
+    assert main(argv) == 0, capsys.readouterr().err
+    meta = load_subconfig_metadata(out)["selection"]
+    assert meta["kept"]["dir"] == str(kept) and meta["kept"]["rung"] == 0 and meta["kept"]["loss"] == meta["loss"]
+    assert load_subconfig(kept / "subnet.yml") == load_subconfig(out)
+    ck = load_checkpoint(kept / "checkpoint_last.pt")
+    assert ck["update"] == 2 and ck["config"]["sampling"]["subnet"].endswith("subnet.yml")
+    runs = sorted(out.with_suffix(".select").glob("*/run"))
+    assert len(runs) == 2 and all(sorted(p.name for p in r.iterdir()) == ["checkpoint_last.pt"] for r in runs)
+    src = [r / "checkpoint_last.pt" for r in runs if (r.parent / "subnet.yml").read_text() ==
+           (kept / "subnet.yml").read_text()]
+    assert len(src) == 1 and src[0].read_bytes() == (kept / "checkpoint_last.pt").read_bytes()
+    (kept / "checkpoint_last.pt").unlink()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "$ hat train" not in capsys.readouterr().out and (kept / "checkpoint_last.pt").is_file()
+
+
 @pytest.mark.parametrize("extra, needle", [
     (["--select", "halving", "--scorer", "params", "--space", "tiny"], "needs --checkpoint and --data"),
     (["--select", "best"], "invalid choice"),
     (["--include", "missing.yml", "--scorer", "params", "--space", "tiny"], "--include missing.yml: no such"),
     (["--select", "halving", "--select-train", "save_dir=x", "--scorer", "params", "--space", "tiny"], "sets save_dir"),
+    (["--select-keep", "kept", "--scorer", "params", "--space", "tiny"], "add --select halving"),
 ])
 def test_bad_selection_input_is_one_line(extra, needle, tmp_path, capsys):
     rc = main(["search", "--device", "cpu-2core", "--latency-constraint", "60", "--out", str(tmp_path / "o.yml"),
@@ -190,7 +219,7 @@ def test_one_finalist_is_chosen_without_training(env, tmp_path, capsys, monkeypa
         def score(self, cfgs):
             return [1.0 for _ in cfgs]
 
-    out, ranked, meta = sel.select_final(args, res, Scorer(), lambda c: 1.0, {}, tmp_path / "sel",
-                                         tmp_path / "sel.csv")
+    out, ranked, meta, _ = sel.select_final(args, res, Scorer(), lambda c: 1.0, {}, tmp_path / "sel",
+                                            tmp_path / "sel.csv")
     assert out.best == small and ranked == [small] and meta["loss"] is None and meta["rungs"] == 0
     assert "the only finalist" in capsys.readouterr().out

@@ -81,6 +81,14 @@ class Budget:
     select_candidates: int = 0
     select_minutes: float = 0.5
     select_rungs: int = 0  # 0: halve until one is left
+    # the selection's fine-tune is the delivered one (`--select-keep`): one rung at the full
+    # fine-tuning budget chooses by the final model's own validation loss, and needs no second run
+    select_keep: bool = False
+
+    def __post_init__(self) -> None:
+        if self.select_keep and (self.select_rungs != 1 or self.select_minutes != self.finetune_minutes):
+            raise ValueError("select_keep delivers the selection's fine-tune: one rung of finetune_minutes, so the "
+                             "searched and uniform rows are fine-tuned alike")
 
 
 # Sized for a 2-core CPU: the pipeline in about 45 minutes, the baselines about 40 more. Four
@@ -88,11 +96,11 @@ class Budget:
 # search 3 % inside its share: the ratio of two models re-timed 45-60 minutes later moved by up to
 # 1.7 % (RESULTS 5c) and 4.3 % (5b, absorbed by that subnet's own room) on the shared 2-core VM.
 FULL = Budget(20, 3, 2048, 300, 150, 10, 28, 8, 10, 6, 300, (0.45, 0.52, 0.59, 0.67), 1000, 4, 5, 100_000,
-              search_margin=0.03, select_candidates=3, select_minutes=0.5, select_rungs=1)
+              search_margin=0.03, select_candidates=2, select_minutes=3, select_rungs=1, select_keep=True)
 # A first look on the bundled sample in about 2 minutes on 2 cores: the wall-clock budgets bound
 # the training stages, so a slower or busier machine trains less rather than running long.
 QUICK = Budget(0.5, 0.15, 1024, 5, 24, 3, 8, 2, 3, 2, 32, (0.5, 0.7), 50, 1, 2, 100_000, faster_by=0.0,
-               select_candidates=2, select_minutes=0.02)
+               select_candidates=2, select_minutes=0.15, select_rungs=1, select_keep=True)
 QUICK_VALID = 64  # validation sentences of the quick demo's training stages
 # Every model trained alone from scratch with budget B: warm-up over a share of the budget (200
 # updates, the recipe's, were 38 % of one baseline's run and 16 % of another's) and the peak LR of a
@@ -177,6 +185,7 @@ class Entry:
     constraint_ms: float | None = None  # the predicted-latency limit its search held
     klass: LatencyClass | None = None  # searched and uniform rows: the share of a reference it must measure within
     same_as: str | None = None  # a tighter class's row with the same architecture: its model is delivered again
+    kept: bool = False  # its fine-tune ran inside its search's selection (`--select-keep`), timed with the search
 
     @property
     def slug(self) -> str:
@@ -184,13 +193,13 @@ class Entry:
 
 
 def _entry(name: str, kind: str, cfg_path: Path, save_dir: Path, constraint: float, klass: LatencyClass,
-           entries: list[Entry]) -> Entry:
+           entries: list[Entry], kept: bool = False) -> Entry:
     """A row of a latency class; when an earlier row of its kind has the same architecture, its
     fine-tuned model is delivered again (and the summary says so) rather than trained twice."""
     cfg = load_subconfig(cfg_path)
     twin = next((e for e in entries if e.kind == kind and load_subconfig(e.cfg_path) == cfg), None)
     return Entry(name, kind, cfg_path, twin.save_dir if twin else save_dir, constraint, klass,
-                 twin.name if twin else None)
+                 twin.name if twin else None, kept)
 
 
 def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-en", quick: bool = False,
@@ -281,8 +290,9 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     timing = ["--verify", "3", "--verify-rounds", str(b.rounds), "--verify-batches", "5"] if verify else []
     entries: list[Entry] = []
     for i, k in enumerate(classes):
-        subnet = out / k.slug / "subnet.yml"
+        subnet, ft_dir = out / k.slug / "subnet.yml", out / "finetune" / k.slug
         include = [x for e in entries for x in ("--include", str(e.cfg_path))] if select else []
+        keep = ["--select-keep", str(ft_dir)] if select and b.select_keep else []
         if stage_needed(f"evolutionary search under {k.label}", subnet):
             timed("search", hat_stage, ["search", "--checkpoint", str(ckpt), "--predictor", str(lat_pt),
                                         "--faster-than", str(refs[k.reference]), "--faster-by",
@@ -292,9 +302,11 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
                                         "--mutations", str(b.search_children), "--crossovers", str(b.search_children),
                                         "--iterations", str(b.search_iterations),
                                         "--valid-sentences", str(b.valid_sentences), "--no-progress",
-                                        "--device", device, *timing, *select, *include])
+                                        "--device", device, *timing, *select, *include, *keep])
+        if keep and (ft_dir / "checkpoint_last.pt").is_file():  # the selection fine-tuned the pick already
+            (ft_dir / "DONE").touch()
         c = constraints[i] = round(float(load_subconfig_metadata(subnet)["latency"]["constraint_ms"]), 1)
-        entries.append(_entry(f"searched, {k.label}", "searched", subnet, out / "finetune" / k.slug, c, k, entries))
+        entries.append(_entry(f"searched, {k.label}", "searched", subnet, ft_dir, c, k, entries, bool(keep)))
 
     if uniform:  # each class's uniformly scaled design, and the largest subnet, through the same pipeline
         for i, k in enumerate(classes):
@@ -320,7 +332,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     # the budget per delivered model, from the stages' own clocks
     n = len(constraints)
     searched = [e for e in entries if e.kind == "searched"]
-    ft = sum(ledger.record_run(e.slug, e.save_dir)["seconds"] for e in {e.slug: e for e in searched}.values())
+    ft = sum(ledger.record_run(e.slug, e.save_dir)["seconds"] for e in {e.slug: e for e in searched}.values()
+             if not e.kept)  # a kept fine-tune is inside its search's time
     budget = {"super_s": ledger.record_run("super", super_dir)["seconds"], "latency_s": ledger.seconds("latency"),
               "search_s": ledger.seconds("search"), "finetune_s": ft, "n_constraints": n}
     budget["per_model_s"] = (budget["super_s"] + budget["latency_s"] + budget["search_s"] + budget["finetune_s"]) / n
@@ -358,8 +371,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     proto = protocol(device, space, b, quick)
     corpus = json.loads((data / "meta.json").read_text(encoding="utf-8")).get("corpus")
     meta = {
-        "select": f"successive halving over {b.select_candidates} finalists + the tighter classes' picks, fine-tunes "
-                  f"of {b.select_minutes:g} min x 2^rung" if b.select_candidates else "the best inherited loss",
+        "select": _select_rule(b),
         "quick": quick, "corpus": CORPORA.get(corpus, str(data)), "machine": cpu_description(), "budget": budget,
         "stages": stages, "constraints": constraints, "constraint_rule": rule, "references": references,
         "protocol": f"batch {proto.batch}, beam {proto.beam}, {proto.src_len}+{proto.tgt_len} tokens, "
@@ -371,3 +383,12 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/debian.de-e
     return write_summary(out, rows, meta)
 
 
+def _select_rule(b: Budget) -> str:
+    """How each search made its final choice, in the summary's words."""
+    if not b.select_candidates:
+        return "the best inherited loss"
+    if b.select_keep:
+        return (f"the lowest validation loss after the full {b.select_minutes:g}-min fine-tune of {b.select_candidates} "
+                "finalists + the tighter classes' picks; the chosen fine-tune is the delivered model")
+    return (f"successive halving over {b.select_candidates} finalists + the tighter classes' picks, fine-tunes of "
+            f"{b.select_minutes:g} min x 2^rung")

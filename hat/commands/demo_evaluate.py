@@ -59,7 +59,7 @@ def evaluate_entries(out: Path, data: Path, entries: list[Any], b: Any, space: D
                      "constraint_ms": e.constraint_ms, "bleu": res["bleu"], "chrf": res.get("chrf"),
                      "bleu_by_origin": {k: v["bleu"] for k, v in res.get("per_origin", {}).items()},
                      "model_path": str((edir / "model.pt").relative_to(out)), "budget_s": budget["per_model_s"],
-                     "same_as": e.same_as,
+                     "same_as": e.same_as, "kept": e.kept,
                      "updates": run["updates"], "tokens": run["tokens"], "train_s": run["seconds"],
                      "training": f"{how}, {run['updates']} updates"})
 

@@ -246,10 +246,11 @@ def run(args: argparse.Namespace) -> int:
         if rank == 0:
             dev = str(args.device or latency.name)
             result, included = include_candidates(args.include or [], result, scorer, latency, space)
-            order, chosen = None, {"rule": "the best score", "included": sorted(included.values())}
+            order, chosen, selection = None, {"rule": "the best score", "included": sorted(included.values())}, None
             if args.select == "halving":
-                result, order, chosen = select_final(args, result, scorer, latency, included,
-                                                     Path(args.select_dir or paths["select"]), paths["select_csv"])
+                result, order, chosen, selection = select_final(args, result, scorer, latency, included,
+                                                                Path(args.select_dir or paths["select"]),
+                                                                paths["select_csv"])
             if target is not None:
                 result, meta = verify_search(result, latency, space, target, device=dev, held=held, count=args.verify,
                                              rounds=args.verify_rounds, batches=args.verify_batches,
@@ -261,6 +262,8 @@ def run(args: argparse.Namespace) -> int:
             chosen["from_include"] = included.get(result.best)
             if order and result.best != order[0]:  # the final choice measured over the constraint
                 chosen["verify_moved_to"] = order.index(result.best) + 1 if result.best in order else "by score"
+            if selection is not None and args.select_keep:
+                chosen["kept"] = selection.keep(result.best, args.select_keep)
             _write_outputs(result, space, paths, args, scorer.name, latency, meta, chosen)
             _print_summary(result, paths, args, wall, scorer, space, meta)
     finally:
