@@ -1,5 +1,9 @@
 """`hat info CONFIG.yml --space NAME|FILE [--json]`: validate a SubConfig and print its size.
 
+A decoder-only LM config (`task: lm`) with an LM space prints its parameters, the decoder's (LTS's
+proxy) and the MACs of a prefill plus cached generation steps; either kind of config with the
+other kind of space is refused in one line.
+
 `hat info P.pt` describes a latency predictor (model, device, space, interval and how its training
 latencies were timed); `hat info --device NAME` a device's protocol and its predictor, with a
 warning when the two were timed differently.
@@ -12,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from hat.errors import HatError
-from hat.space import describe, load_space, load_subconfig, macs, num_params
+from hat.space import (LMSpace, describe, is_lm_file, lm_decoder_params, lm_macs, lm_params, load_any_space,
+                       load_lm_config, load_space, load_subconfig, macs, num_params)
 
 EXAMPLES = """examples:
   hat info hat/configs/subnets/hat_raspberrypi_3.5s.yml --space wmt14.en-de
   hat info search/subnet.yml --space tiny --json
+  hat info lm.yml --space lm-tiny --prompt-len 32 --gen-len 96   # a decoder-only LM config
   hat info --device cpu-2core        # its protocol, its predictor and how that was timed
   hat info lat.pt                    # a predictor file from `hat fit-predictor`
 """
@@ -32,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--src-len", type=int, default=30, help="source length for MACs (HAT: 30; IWSLT 23)")
     p.add_argument("--tgt-len", type=int, default=30, help="decoder steps for MACs")
     p.add_argument("--normalize-before", action="store_true", help="count the pre-norm final LayerNorms")
+    p.add_argument("--prompt-len", type=int, help="LM configs: prompt tokens prefilled for MACs (default: half the "
+                                                  "space's context)")
+    p.add_argument("--gen-len", type=int, help="LM configs: cached generation steps for MACs (default: the rest of "
+                                               "the context)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -43,7 +53,18 @@ def run(args: argparse.Namespace) -> int:
         raise HatError("give a SubConfig YAML (with --space), a predictor file (.pt) or --device NAME")
     if not args.space:
         raise HatError(f"{args.config}: --space is required for a SubConfig (e.g. --space tiny)")
-    space = load_space(args.space)
+    space = load_any_space(args.space)
+    if not Path(args.config).is_file():
+        raise HatError(f"{args.config}: no such file")
+    lm_config = is_lm_file(args.config)
+    if lm_config and not isinstance(space, LMSpace):
+        raise HatError(f"{args.config}: a decoder-only LM config (task: lm), but space {space.name} is a translation "
+                       "space: give an LM space (e.g. --space lm-tiny)")
+    if isinstance(space, LMSpace):
+        if not lm_config:
+            raise HatError(f"{args.config}: a translation SubConfig, but space {space.name} is a decoder-only LM space "
+                           "(task: lm): give a translation space (e.g. --space tiny)")
+        return _lm_info(args, space)
     cfg = space.validate(load_subconfig(args.config), source=args.config)
     params = num_params(cfg, space, args.normalize_before)
     m = macs(cfg, space, args.src_len, args.tgt_len)
@@ -58,6 +79,24 @@ def run(args: argparse.Namespace) -> int:
           f"self heads {list(cfg.decoder_self_attention_heads)}, ende heads {list(cfg.decoder_ende_attention_heads)}, "
           f"arbitrary {list(cfg.decoder_arbitrary_ende_attn)}")
     print(f"summary     {describe(cfg)}")
+    return 0
+
+
+def _lm_info(args: argparse.Namespace, space: LMSpace) -> int:
+    cfg = space.validate(load_lm_config(args.config), source=args.config)
+    prompt = args.prompt_len if args.prompt_len is not None else space.max_positions // 2
+    gen = args.gen_len if args.gen_len is not None else space.max_positions - prompt
+    params, dec, m = lm_params(cfg, space), lm_decoder_params(cfg), lm_macs(cfg, space, prompt, gen)
+    if args.json:
+        print(json.dumps({"task": "lm", "space": space.name, "params": params, "decoder_params": dec, "macs": m,
+                          "prompt_len": prompt, "gen_len": gen, "config": cfg.to_dict()}))
+        return 0
+    print(f"space       {space.name} (decoder-only LM, vocabulary {space.vocab_size}, context {space.max_positions})")
+    print(f"params      {params / 1e6:.2f} M (the token table, tied with the output projection, included)")
+    print(f"decoder     {dec / 1e6:.2f} M (no embeddings: LiteTransformerSearch's proxy for perplexity)")
+    print(f"MACs        {m / 1e9:.3f} G (prompt {prompt} tokens, {gen} generation steps, KV cache)")
+    print(f"layers      {cfg.layer_num} x {cfg.embed_dim}, FFN {list(cfg.ffn_embed_dim)}, heads {list(cfg.attention_heads)}")
+    print(f"summary     {cfg.describe()}")
     return 0
 
 

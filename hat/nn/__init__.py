@@ -1,6 +1,7 @@
 """Building blocks: the plain Transformer parts (`blocks`) and the elastic ops that front-slice
 shared weights (`elastic`)."""
 from hat.nn.blocks import (
+    CausalLayer,
     DecoderLayer,
     EncoderLayer,
     FeedForward,
@@ -17,6 +18,7 @@ from hat.nn.blocks import (
 from hat.nn.elastic import ElasticLayerNorm, ElasticLinear, front_slice
 
 __all__ = [
+    "CausalLayer",
     "DecoderLayer",
     "ElasticLayerNorm",
     "ElasticLinear",

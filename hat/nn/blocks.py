@@ -15,6 +15,9 @@ HAT's conventions, which a SubTransformer keeps so that inherited weights give t
 - arbitrary encoder-decoder attention: a decoder layer attends the last `n` encoder layers'
   outputs concatenated along time (`ende_layers`, `memory`).
 
+Decoder-only LMs (`hat.model.lm`) stack `CausalLayer`s: an encoder layer's modules run causally
+over a KV cache, with the Q/K/V width following the model width (`configure(..., qkv_dim=)`).
+
 Tensors are batch-first (B, T, C); padding masks are True at pads.
 """
 from __future__ import annotations
@@ -138,11 +141,13 @@ class MultiheadAttention(nn.Module):
         for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
             nn.init.zeros_(lin.bias)
 
-    def configure(self, embed_dim: int, kv_dim: int, num_heads: int, dropout: float) -> None:
-        self.q_proj.configure(in_features=embed_dim)
-        self.k_proj.configure(in_features=kv_dim)
-        self.v_proj.configure(in_features=kv_dim)
-        self.out_proj.configure(out_features=embed_dim)
+    def configure(self, embed_dim: int, kv_dim: int, num_heads: int, dropout: float, qkv_dim: Optional[int] = None) -> None:
+        """`qkv_dim`: the active Q/K/V width, for spaces where it follows the model width (GPT-style
+        LMs); None keeps it (HAT: fixed at the constructor's `qkv_dim`)."""
+        self.q_proj.configure(in_features=embed_dim, out_features=qkv_dim)
+        self.k_proj.configure(in_features=kv_dim, out_features=qkv_dim)
+        self.v_proj.configure(in_features=kv_dim, out_features=qkv_dim)
+        self.out_proj.configure(in_features=qkv_dim, out_features=embed_dim)
         self.num_heads = num_heads
         self.dropout = dropout
 
@@ -233,6 +238,23 @@ class _Residual(nn.Module):
         x = x + dropout(y, self.dropout, self.training)
         return x if self.normalize_before else norm(x)
 
+    def _cached_self_attention(
+        self, x: Tensor, past_k: Optional[Tensor], past_v: Optional[Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Causal self-attention sublayer of the newest positions `x` (B, T, C) after the P cached
+        ones (`past_k`/`past_v` (B, P, qkv), None when there are none); returns the output and the
+        K/V extended by `x`'s (B, P + T, qkv)."""
+        attn: MultiheadAttention = self.self_attn
+        h = self._norm_in(x, self.self_attn_layer_norm)
+        q = attn.q_proj(h)
+        k, v = attn.project_kv(h)
+        if past_k is not None and past_v is not None:
+            k, v = torch.cat([past_k, k], dim=1), torch.cat([past_v, v], dim=1)
+        return self._add(x, attn.attend(q, k, v, causal=True), self.self_attn_layer_norm), k, v
+
+    def _ffn_sublayer(self, x: Tensor) -> Tensor:
+        return self._add(x, self.ffn(self._norm_in(x, self.final_layer_norm)), self.final_layer_norm)
+
 
 class EncoderLayer(_Residual):
     def __init__(
@@ -247,8 +269,10 @@ class EncoderLayer(_Residual):
         self.final_layer_norm = norm(dim)
         self.normalize_before, self.dropout = normalize_before, dropout
 
-    def configure(self, dim: int, ffn_dim: int, heads: int, dropout: float, attention_dropout: float) -> None:
-        self.self_attn.configure(dim, dim, heads, attention_dropout)
+    def configure(
+        self, dim: int, ffn_dim: int, heads: int, dropout: float, attention_dropout: float, qkv_dim: Optional[int] = None
+    ) -> None:
+        self.self_attn.configure(dim, dim, heads, attention_dropout, qkv_dim)
         self.self_attn_layer_norm.configure(dim)
         self.ffn.configure(dim, ffn_dim)
         self.final_layer_norm.configure(dim)
@@ -257,7 +281,23 @@ class EncoderLayer(_Residual):
     def forward(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
         h = self._norm_in(x, self.self_attn_layer_norm)
         x = self._add(x, self.self_attn(h, key_padding_mask=padding_mask), self.self_attn_layer_norm)
-        return self._add(x, self.ffn(self._norm_in(x, self.final_layer_norm)), self.final_layer_norm)
+        return self._ffn_sublayer(x)
+
+
+class CausalLayer(EncoderLayer):
+    """A decoder-only (GPT) layer: causal self-attention and the FFN, no encoder-decoder attention.
+
+    The encoder layer's modules (same names and shapes), run causally over a KV cache."""
+
+    def step(self, x: Tensor, past_k: Optional[Tensor], past_v: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """The newest positions `x` (B, T, C) after the cached ones; returns the output and the
+        K/V extended by `x`'s: the cache for the next step (see `_cached_self_attention`)."""
+        x, k, v = self._cached_self_attention(x, past_k, past_v)
+        return self._ffn_sublayer(x), k, v
+
+    def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:  # type: ignore[override]
+        """A whole sequence, causally (padding is not supported: LM blocks have none)."""
+        return self.step(x, None, None)[0]
 
 
 class DecoderLayer(_Residual):
@@ -299,14 +339,8 @@ class DecoderLayer(_Residual):
         there are none, e.g. a whole sequence at once); `cross_k`/`cross_v` the encoder-decoder
         K/V of this layer's memory and `mask` its padding mask. Returns the output and the
         self-attention K/V extended by `x`'s (B, P + T, qkv): the cache for the next step."""
-        h = self._norm_in(x, self.self_attn_layer_norm)
-        q = self.self_attn.q_proj(h)
-        k, v = self.self_attn.project_kv(h)
-        if self_k is not None and self_v is not None:
-            k, v = torch.cat([self_k, k], dim=1), torch.cat([self_v, v], dim=1)
-        x = self._add(x, self.self_attn.attend(q, k, v, causal=True), self.self_attn_layer_norm)
+        x, k, v = self._cached_self_attention(x, self_k, self_v)
         h = self._norm_in(x, self.encoder_attn_layer_norm)
         q = self.encoder_attn.q_proj(h)
         x = self._add(x, self.encoder_attn.attend(q, cross_k, cross_v, mask), self.encoder_attn_layer_norm)
-        x = self._add(x, self.ffn(self._norm_in(x, self.final_layer_norm)), self.final_layer_norm)
-        return x, k, v
+        return self._ffn_sublayer(x), k, v

@@ -48,6 +48,63 @@ _HAT_KEYS = {
 _FROM_HAT = {v: k for k, v in _HAT_KEYS.items()}
 
 
+def freeze_genes(cfg: Any, scalars: tuple[str, ...], layers: dict[str, tuple[str, ...]]) -> None:
+    """Coerce a frozen config's genes in place: scalars to int, per-layer values to tuples of int
+    (hashable), each exactly as long as its depth (`layers`: depth field -> its per-layer fields)."""
+    for name in (n for names in layers.values() for n in names):
+        object.__setattr__(cfg, name, tuple(int(v) for v in getattr(cfg, name)))
+    for name in scalars:
+        object.__setattr__(cfg, name, int(getattr(cfg, name)))
+    for depth_key, names in layers.items():
+        for name in names:
+            if len(getattr(cfg, name)) != getattr(cfg, depth_key):
+                raise ConfigError(f"{name} has {len(getattr(cfg, name))} entries, {depth_key} is {getattr(cfg, depth_key)}")
+
+
+def genes_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as plain YAML values (per-layer tuples as lists)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def check_keys(d: dict[str, Any], fields: tuple[str, ...], source: str, note: str = "") -> None:
+    """Refuse a config mapping with keys other than `fields`, or without one of them."""
+    unknown = sorted(map(str, set(d) - set(fields)))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}{note}")
+    missing = [k for k in fields if k not in d]
+    if missing:
+        raise ConfigError(f"{source}: missing key(s) {', '.join(missing)}")
+
+
+def scalar_gene(d: dict[str, Any], k: str, source: str) -> int:
+    """`d[k]` as a depth or a dim: an integer within the sanity bounds."""
+    if not isinstance(d[k], int) or isinstance(d[k], bool):
+        raise ConfigError(f"{source}: {k} must be an integer, got {d[k]!r}")
+    top = MAX_LAYERS if k.endswith("layer_num") else MAX_DIM
+    if not 1 <= d[k] <= top:  # bounded before a scalar per-layer value is repeated `depth` times
+        raise ConfigError(f"{source}: {k}={d[k]} is outside 1..{top}")
+    return d[k]
+
+
+def layer_genes(d: dict[str, Any], k: str, depth_key: str, source: str) -> tuple[int, ...]:
+    """`d[k]` as one value per layer of depth `d[depth_key]` (already checked): a scalar means
+    every layer, a longer list is truncated to the depth (HAT pads its lists to the super depth)."""
+    depth, v = d[depth_key], d[k]
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = [v] * depth  # a scalar means "every layer"
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        raise ConfigError(f"{source}: {k} must be a list of integers, got {v!r}")
+    if len(v) < depth:
+        raise ConfigError(f"{source}: {k} has {len(v)} entries but {depth_key} is {depth}")
+    return tuple(v[:depth])
+
+
+def refuse_lm_file(data: Any, path: str | Path, what: str) -> None:
+    """A decoder-only LM file (`task: lm`, see `hat.space.lm`) where a translation `what` is expected."""
+    if isinstance(data, dict) and data.get("task") == "lm":
+        raise ConfigError(f"{path}: a decoder-only LM file (task: lm), not a translation {what}")
+
+
 @dataclass(frozen=True)
 class SubConfig:
     """One architecture. Per-layer tuples have exactly `*_layer_num` entries.
@@ -67,20 +124,11 @@ class SubConfig:
     decoder_arbitrary_ende_attn: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        for name in LAYER_FIELDS_ENC + LAYER_FIELDS_DEC:
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-        for name in SCALAR_FIELDS:
-            object.__setattr__(self, name, int(getattr(self, name)))
-        for name in LAYER_FIELDS_ENC:
-            if len(getattr(self, name)) != self.encoder_layer_num:
-                raise ConfigError(f"{name} has {len(getattr(self, name))} entries, encoder_layer_num is {self.encoder_layer_num}")
-        for name in LAYER_FIELDS_DEC:
-            if len(getattr(self, name)) != self.decoder_layer_num:
-                raise ConfigError(f"{name} has {len(getattr(self, name))} entries, decoder_layer_num is {self.decoder_layer_num}")
+        freeze_genes(self, SCALAR_FIELDS, {"encoder_layer_num": LAYER_FIELDS_ENC, "decoder_layer_num": LAYER_FIELDS_DEC})
 
     # ---- conversion -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        return genes_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> "SubConfig":
@@ -90,30 +138,11 @@ class SubConfig:
         d = dict(d)
         if any(k in _FROM_HAT for k in d):
             d = {_FROM_HAT.get(k, k): v for k, v in d.items()}
-        unknown = sorted(set(d) - set(ALL_FIELDS))
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}")
-        missing = [k for k in ALL_FIELDS if k not in d]
-        if missing:
-            raise ConfigError(f"{source}: missing key(s) {', '.join(missing)}")
-        for k in SCALAR_FIELDS:
-            if not isinstance(d[k], int) or isinstance(d[k], bool):
-                raise ConfigError(f"{source}: {k} must be an integer, got {d[k]!r}")
-            top = MAX_LAYERS if k.endswith("layer_num") else MAX_DIM
-            if not 1 <= d[k] <= top:  # bounded before a scalar per-layer value is repeated `depth` times
-                raise ConfigError(f"{source}: {k}={d[k]} is outside 1..{top}")
-        out: dict[str, Any] = {k: d[k] for k in SCALAR_FIELDS}
+        check_keys(d, ALL_FIELDS, source)
+        out: dict[str, Any] = {k: scalar_gene(d, k, source) for k in SCALAR_FIELDS}
         for names, depth_key in ((LAYER_FIELDS_ENC, "encoder_layer_num"), (LAYER_FIELDS_DEC, "decoder_layer_num")):
-            depth = d[depth_key]
             for k in names:
-                v = d[k]
-                if isinstance(v, int) and not isinstance(v, bool):
-                    v = [v] * depth  # a scalar means "every layer"
-                if not isinstance(v, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-                    raise ConfigError(f"{source}: {k} must be a list of integers, got {v!r}")
-                if len(v) < depth:
-                    raise ConfigError(f"{source}: {k} has {len(v)} entries but {depth_key} is {depth}")
-                out[k] = tuple(v[:depth])
+                out[k] = layer_genes(d, k, depth_key, source)
         return cls(**out)
 
     def to_hat_dict(self, space: "DesignSpace | None" = None) -> dict[str, Any]:
@@ -142,6 +171,7 @@ def load_subconfig(path: str | Path) -> SubConfig:
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of SubConfig keys, got {type(data).__name__}")
+    refuse_lm_file(data, path, "SubConfig")
     if "subconfig" in data and isinstance(data["subconfig"], dict):
         data = data["subconfig"]
     return SubConfig.from_dict(data, source=str(path))

@@ -1,10 +1,13 @@
 """What an architecture costs, computed from its numbers alone: parameters, MACs and the
-latency-predictor features (HAT's 10 averages and our per-layer encoding).
+latency-predictor features (HAT's 10 averages and our per-layer encoding); for decoder-only LMs
+the parameters, LiteTransformerSearch's proxy (the decoder's) and the MACs of generation.
 """
 from __future__ import annotations
 
+from hat.errors import ConfigError
 from hat.space.config import SubConfig, encoder_layers_attended, ende_attn_count
 from hat.space.design import DesignSpace
+from hat.space.lm import LMConfig, LMSpace
 
 # HAT's latency-predictor features: 10 per-config averages, each divided by its norm as HAT's
 # predictor does (embed dims by 640, depths and heads by 6, FFN widths by 2048, attended encoder
@@ -113,3 +116,32 @@ def features_full(cfg: SubConfig, space: DesignSpace) -> list[float]:
         out.append(cfg.decoder_ende_attention_heads[i] / hmax_e if present else 0.0)
         out.append(ende_attn_count(cfg.decoder_arbitrary_ende_attn[i]) / 3 if present else 0.0)
     return out
+
+
+# ---------------------------------------------------------------------------------- decoder-only LMs
+def lm_decoder_params(cfg: LMConfig) -> int:
+    """Non-embedding parameters: the layers and the final LayerNorm (pre-norm), no token table.
+    LiteTransformerSearch's training-free proxy: across heterogeneous decoder-only models it
+    ranks perplexity well, without training any of them."""
+    d = cfg.embed_dim
+    return sum(_attn_params(d, d, d, d) + _ffn_params(d, f) + 2 * 2 * d for f in cfg.ffn_embed_dim) + 2 * d
+
+
+def lm_params(cfg: LMConfig, space: LMSpace) -> int:
+    """All parameters: the decoder's plus the token table (the output projection is tied to it,
+    positions are sinusoidal)."""
+    return space.vocab_size * cfg.embed_dim + lm_decoder_params(cfg)
+
+
+def lm_macs(cfg: LMConfig, space: LMSpace, prompt_len: int, gen_len: int) -> int:
+    """Multiply-accumulates of a prefill of `prompt_len` tokens (next-token logits at its last
+    position only) then `gen_len` single-token steps over a KV cache, each with logits.
+
+    Query t (1-based) scores and mixes t keys (2 * d * t), whether it runs in the prefill or
+    as a cached step, so the attention term depends on the total length only."""
+    if prompt_len < 1 or gen_len < 0 or prompt_len + gen_len > space.max_positions:
+        raise ConfigError(f"prompt {prompt_len} + {gen_len} generated tokens: need a prompt of at least 1 token, "
+                          f"at most {space.max_positions} (the context of space {space.name}) in all")
+    d, n = cfg.embed_dim, prompt_len + gen_len
+    m = sum(n * (4 * d * d + 2 * d * f) + d * n * (n + 1) for f in cfg.ffn_embed_dim)
+    return m + (1 + gen_len) * d * space.vocab_size

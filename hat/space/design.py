@@ -13,7 +13,7 @@ from typing import Any
 
 from hat.errors import ConfigError
 from hat.shipped import available, read_yaml, resolve
-from hat.space.config import ALL_FIELDS, LAYER_FIELDS_DEC, LAYER_FIELDS_ENC, SCALAR_FIELDS, SubConfig
+from hat.space.config import ALL_FIELDS, LAYER_FIELDS_DEC, LAYER_FIELDS_ENC, SCALAR_FIELDS, SubConfig, refuse_lm_file
 
 # the SuperTransformer's maximal dims (`super:` in a space YAML, `super_*` fields), qkv_dim aside
 SUPER_KEYS = ("encoder_embed_dim", "decoder_embed_dim", "encoder_ffn_embed_dim", "decoder_ffn_embed_dim",
@@ -197,4 +197,5 @@ def load_space(name_or_path: str | Path) -> DesignSpace:
     data = read_yaml(p)
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: not a design-space file")
+    refuse_lm_file(data, p, "design space")
     return DesignSpace.from_dict(data, source=str(p))
