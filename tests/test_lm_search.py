@@ -207,3 +207,14 @@ def test_refusals_are_one_line_exit_2_and_write_nothing(case, tmp_path, capsys):
     assert len(captured.err.strip().splitlines()) == 1, captured.err
     assert not out.exists()
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_search_can_measure_each_candidate_here(micro, tmp_path, capsys):
+    _space, path = micro
+    front = tmp_path / "front.csv"
+    assert main(["search", "--task", "lm", "--space", str(path), "--predictor", "measure", "--device", "cpu-2core",
+                 "--prompt-len", "2", "--gen-len", "2", "--population", "4", "--mutations", "2", "--crossovers", "2",
+                 "--iterations", "1", "--out", str(front), "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["front"] >= 1 and 0 < summary["objective_share"] <= 1
+    assert len(front.read_text().splitlines()) == summary["front"] + 1

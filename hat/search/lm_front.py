@@ -41,7 +41,7 @@ def plot_lm_front(path: str | Path, result: LMSearchResult, title: str = "") -> 
                    label=f"Pareto front ({len(fr)})")
         if cap is not None:
             ax.axvline(cap * scale, c="C0", ls="--", lw=1, label="constraint")
-        ax.set_xlabel(f"predicted {unit}")
+        ax.set_xlabel(unit)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("decoder parameters (M, higher is better)")
     if title:

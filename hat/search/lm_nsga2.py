@@ -126,11 +126,15 @@ def lm_nsga2_search(space: LMSpace, objectives: LMObjectives, settings: LMSearch
     state = _load(state_path, fp) if (state_path and resume) else None
     if state is not None:
         algo = restore(state["pymoo"], algorithm, problem, SimpleNamespace(slots=slots), state_path)
-        for d, lat, mem in state["evaluated"]:
-            c = LMConfig.from_dict(d, source=str(state_path))
-            evaluated[c] = LMCandidate(c, lm_decoder_params(c), float(lat), float(mem))
-            objectives.cache[c] = (float(lat), float(mem))
-        gen, elapsed, spent = int(state["generation"]), float(state["elapsed"]), float(state["objective_seconds"])
+        try:
+            for d, lat, mem in state["evaluated"]:
+                c = LMConfig.from_dict(d, source=str(state_path))
+                evaluated[c] = LMCandidate(c, lm_decoder_params(c), float(lat), float(mem))
+                objectives.cache[c] = (float(lat), float(mem))
+            gen, elapsed, spent = int(state["generation"]), float(state["elapsed"]), float(state["objective_seconds"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise HatError(f"{state_path}: corrupt search state ({type(e).__name__}); delete it or pass --no-resume "
+                           "to start over") from None
     else:
         init = space.spread(s.population, random.Random(s.seed))
         algo = algorithm(np.array([space.encode(c) for c in init], dtype=float))
