@@ -9,7 +9,8 @@ adapts a predictor fit on another device to the rows of --data (a few dozen are 
 `--drift-correct` rescales each row by the drift reference `hat measure` recorded with it.
 The predictor file records how the training latencies were timed (the CSV's .meta.json protocol:
 timer, backend, threads, lengths, beam, runs), so tools that measure can say when they time
-something else (`hat.latency.provenance`).
+something else (`hat.latency.provenance`). An LM latency CSV (decoder-only) is fit by
+`hat.commands.fit_predictor_lm`.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from hat.files import atomic_open, atomic_write_text, save_figure
 from hat.latency.dataset import LatencyData, check_rows_in_space, correct_drift, read_latency_csv
 from hat.latency.devices import resolve_device
 from hat.latency.estimate import context_for
+from hat.latency.lm_dataset import is_lm_latency_csv
 from hat.latency.provenance import describe as describe_protocol
 from hat.latency.predictors import (DEFAULT_LEVEL, MODELS, Context, Predictor, check_transfer_source, fit, load_predictor,
                                     metrics, model_class, split_indices, transfer)
@@ -115,6 +117,10 @@ def _transfer_source(args: argparse.Namespace) -> Predictor | None:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.level < 1:
         raise ConfigError(f"--level {args.level:g}: must be between 0 and 1 (e.g. 0.9)")
+    if is_lm_latency_csv(args.data):  # decoder-only LM rows: hat.commands.fit_predictor_lm
+        from hat.commands.fit_predictor_lm import run_lm_fit  # noqa: PLC0415
+
+        return run_lm_fit(args)
     source = _transfer_source(args)
     data = read_latency_csv(args.data)
     test = read_latency_csv(args.test) if args.test else None

@@ -11,6 +11,8 @@ Before measuring it prints an ETA (one config of middle size is timed first, wit
 `--shard K/N` measures board K's share of the seeded list (see hat.latency.shards); `hat
 merge-latency` joins the boards' CSVs. When the device's predictor was fit on latencies timed
 otherwise (another clock, lengths, beam), a warning says so: its ms and these rows differ.
+A decoder-only LM space (`task: lm`) is measured by `hat.commands.measure_lm` instead (a prompt's
+prefill + cached generation: latency and peak memory).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from hat.latency.devices import DeviceSpec, resolve_device
 from hat.latency.measure import BACKENDS, TIMERS, Measurer, Protocol, environment
 from hat.latency.provenance import predictor_warning
 from hat.latency.shards import estimate_seconds, eta_line, parse_shard, shard_name, shard_of
-from hat.space import DesignSpace, SubConfig, hat_raw_features, load_space, macs, num_params
+from hat.space import DesignSpace, LMSpace, SubConfig, hat_raw_features, load_any_space, macs, num_params
 
 # option -> (type, default): the sampling knobs, then every Protocol field (None: the device's)
 OPTIONS = {"device": Option(str), "space": Option(str), "samples": Option(int), "seed": Option(int, 0),
@@ -76,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     choices = {"backend": BACKENDS.names(), "timer": TIMERS, "quantize": ["int8"]}
     for name in PROTOCOL_SHOWN:
         add_option(p, PROTOCOL_SHOWN, name, PROTOCOL_HELP[name], choices=choices.get(name))
+    p.add_argument("--prompt-len", type=int, help="decoder-only LM spaces: prompt tokens prefilled (default 32)")
+    p.add_argument("--gen-len", type=int, help="decoder-only LM spaces: tokens generated over the KV cache (default 32)")
     p.add_argument("--shard", help="K/N: measure only board K's share of the N-way split of the seeded config list "
                                    "(indices i with i %% N == K-1); merge the N CSVs with `hat merge-latency`")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
@@ -120,7 +124,14 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, key) is None:
             raise ConfigError(f"--{key} is required (as a flag or in --config)")
     device = resolve_device(args.device)
-    space = load_space(args.space)
+    space = load_any_space(args.space)
+    if isinstance(space, LMSpace):  # decoder-only LMs: hat.commands.measure_lm
+        from hat.commands.measure_lm import run_lm  # noqa: PLC0415
+
+        return run_lm(args, device, space)
+    if args.prompt_len is not None or args.gen_len is not None:
+        raise ConfigError(f"--prompt-len/--gen-len are for decoder-only LM spaces; space {space.name} is a translation "
+                          "space (its lengths are --src-len/--tgt-len)")
     if not 1 <= args.samples <= min(MAX_SAMPLES, space.size()):
         why = (f"the space has {space.size()} distinct configs" if space.size() < MAX_SAMPLES else
                f"at most {MAX_SAMPLES} (HAT measured 2000 per device; a million at HAT's protocol is days)")

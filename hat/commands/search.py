@@ -16,7 +16,8 @@ chooses among the finalists by short fine-tunes from inherited weights instead o
 `--include OTHER.yml` adds another search's pick to the candidates (hat.commands.search_select).
 Under torchrun
 (`torchrun --nproc_per_node 2 search.py ...`, gloo on CPU) every rank runs the same seeded
-search and scores a share of each generation; rank 0 writes the files.
+search and scores a share of each generation; rank 0 writes the files. `--task lm` searches a
+decoder-only LM space instead (hat.commands.search_lm).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from hat.commands.search_select import (
     include_candidates,
     select_final,
 )
+from hat.commands.search_lm import add_lm_arguments, refuse_lm_space, run_lm_search
 from hat.commands.settings import Option, add_option, apply_settings, compute_device, dataclass_options
 from hat.errors import CheckpointError, DataError, HatError
 from hat.files import file_digest, files_digest
@@ -120,6 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_option(v, SEARCH_OPTIONS, "verify_batches", "when none of the N meets it, time the next N, up to this many "
                "batches of N")
     add_select_arguments(p.add_argument_group("final choice"), SEARCH_OPTIONS)
+    add_lm_arguments(p)
     o = p.add_argument_group("outputs")
     o.add_argument("--state", help="state file (default OUT_STEM.state.json)")
     o.add_argument("--no-resume", action="store_true", help="ignore an existing state file")
@@ -151,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
     apply_settings(args, SEARCH_OPTIONS, "search", "search settings")
     if not args.out:
         raise HatError("--out SUBNET.yml is required (or write-config-path in a HAT settings file)")
+    if args.task == "lm":  # decoder-only LMs: LiteTransformerSearch's front (hat.commands.search_lm)
+        return run_lm_search(args)
+    refuse_lm_space(args)
     # ---- cheap input checks first: bad input fails in milliseconds with one line -------
     scorer_cls = SCORERS.get(args.scorer)
     algorithm = ALGORITHMS.get(args.algorithm)

@@ -98,6 +98,8 @@ def read_latency_csv(path: str | Path) -> LatencyData:
         raise DataError(f"{path}: malformed CSV ({e})") from None
     header = [h.strip() for h in rows[0]]
     missing = [c for c in HAT_COLUMNS if c not in header]
+    if missing and "prompt_len" in header:
+        raise DataError(f"{path}: a decoder-only LM latency CSV, not a translation one (measured with an LM space)")
     if missing:
         raise DataError(f"{path}: not a latency CSV, missing column(s) {', '.join(missing)}")
     twice = sorted({c for c in header if header.count(c) > 1})
@@ -204,7 +206,24 @@ class LatencyWriter:
     One writer per file: the file stays locked (an advisory `flock`) while open, so a second
     `hat measure` on it is refused instead of measuring every config twice. An existing file is
     checked before anything touches it: ours (our header) is repaired (a partial last line from a
-    kill is dropped), anything else (notes, HAT's CSV) is refused and left as it is."""
+    kill is dropped), anything else (notes, HAT's CSV) is refused and left as it is. A subclass
+    writing other rows (decoder-only LMs) sets COLUMNS and `_key`."""
+
+    COLUMNS: tuple[str, ...] = OUR_COLUMNS
+    KIND = "SubConfig"
+
+    def _key(self, d: Any, where: str) -> Any:
+        """The resume key of a row's config (JSON-decoded)."""
+        return SubConfig.from_dict(d, source=where).key()
+
+    def _foreign(self, first: bytes) -> str | None:
+        """Why a file whose first line is `first` (not our header) cannot be appended to, when known."""
+        if first == ",".join(OLD_COLUMNS).encode():
+            return (f"written by an older `hat measure` (no {', '.join(DRIFT_COLUMNS)} columns), so rows cannot be "
+                    "appended to it; use another --out")
+        if first.startswith(b"config,") and b"prompt_len" in first:
+            return "a decoder-only LM latency CSV, not a translation one; use another --out"
+        return None
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -218,17 +237,17 @@ class LatencyWriter:
             raise
         self._w = csv.writer(self._f)
         if self.path.stat().st_size == 0:
-            self._w.writerow(OUR_COLUMNS)
+            self._w.writerow(self.COLUMNS)
             self._f.flush()
 
     def _check_and_repair(self) -> None:
         data = self.path.read_bytes()
-        header = ",".join(OUR_COLUMNS).encode()
+        header = ",".join(self.COLUMNS).encode()
         first = data.split(b"\n", 1)[0].rstrip(b"\r")
         ours = first == header or (b"\n" not in data and header.startswith(data))  # or a header cut short
-        if data and first == ",".join(OLD_COLUMNS).encode():
-            raise DataError(f"{self.path}: written by an older `hat measure` (no {', '.join(DRIFT_COLUMNS)} columns), "
-                            "so rows cannot be appended to it; use another --out")
+        foreign = None if ours else self._foreign(first)
+        if data and foreign:
+            raise DataError(f"{self.path}: {foreign}")
         if data and not ours:
             raise DataError(f"{self.path}: exists and is not a latency CSV written by `hat measure` (its first line "
                             "is not our header), so it is left as it is; use another --out")
@@ -250,10 +269,9 @@ class LatencyWriter:
                 if len(row) != len(header):
                     raise DataError(f"{self.path}:{i}: malformed row, cannot resume (fix or remove the file)")
                 try:
-                    cfg = json.loads(row[ci])
-                    keys.add(SubConfig.from_dict(cfg, source=f"{self.path}:{i}").key())
+                    keys.add(self._key(json.loads(row[ci]), f"{self.path}:{i}"))
                 except (ValueError, TypeError, RecursionError):
-                    raise DataError(f"{self.path}:{i}: column config is not a SubConfig, cannot resume "
+                    raise DataError(f"{self.path}:{i}: column config is not a {self.KIND}, cannot resume "
                                     "(fix or remove the row)") from None
         return keys
 

@@ -165,7 +165,8 @@ def restore(data: Any, algorithm: Any, problem: Any, codec: GeneCodec, where: An
         F, G = np.asarray(data["F"], dtype=float), np.asarray(data["G"], dtype=float)
         rank, crowding = list(data["rank"]), list(data["crowding"])
         n = len(X)
-        if X.shape != (n, len(codec.slots)) or F.shape != (n, 2) or G.shape != (n, 1) or n < 1 \
+        if X.shape != (n, len(codec.slots)) or F.shape != (n, problem.n_obj) or G.shape != (n, problem.n_ieq_constr) \
+                or n < 1 \
                 or len(rank) != n or len(crowding) != n or not np.isfinite(X).all():
             raise ValueError("population arrays of inconsistent shapes")
         algo = algorithm(X)

@@ -29,6 +29,19 @@ def non_dominated(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+def non_dominated_nd(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the points no other point dominates, in any number of minimised objectives
+    (exact duplicates keep their first occurrence). Sorted lexicographically, a point can only
+    be dominated by one before it, and then by a kept one (dominance is transitive)."""
+    order = sorted(range(len(points)), key=lambda i: (tuple(points[i]), i))
+    front: list[int] = []
+    for i in order:
+        p = points[i]
+        if not any(all(a <= b for a, b in zip(points[j], p)) for j in front):
+            front.append(i)
+    return front
+
+
 def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
 

@@ -178,6 +178,16 @@ class LMSpace:
         return LMConfig(n, rng.choice(self.choices["embed_dim"]),
                         *([rng.choice(self.choices[k]) for _ in range(n)] for k in PER_LAYER))
 
+    def spread(self, n: int, rng: random.Random) -> list[LMConfig]:
+        """`n` distinct configs: the smallest and the largest (the ends of any trade-off), then
+        uniform samples (fewer when the space holds fewer)."""
+        seen = dict.fromkeys([self.smallest(), self.largest()][:n])
+        for _ in range(100 * n):
+            if len(seen) >= n:
+                break
+            seen.setdefault(self.sample(rng))
+        return list(seen)
+
     def _extreme(self, pick: Any) -> LMConfig:
         n = pick(self.choices["layer_num"])
         return LMConfig(n, pick(self.choices["embed_dim"]), *([pick(self.choices[k])] * n for k in PER_LAYER))
@@ -187,6 +197,37 @@ class LMSpace:
 
     def smallest(self) -> LMConfig:
         return self._extreme(min)
+
+    # ---- gene encoding (for integer-vector optimisers such as pymoo's NSGA-II) --------------
+    def gene_slots(self) -> list[tuple[str, int | None]]:
+        """(gene, layer index or None) of each position of `encode`'s vector: depth, width, then
+        every per-layer gene up to the deepest choice (slots past a config's depth are inert)."""
+        deep = self.top("layer_num")
+        return [(k, None) for k in SCALARS] + [(k, i) for k in PER_LAYER for i in range(deep)]
+
+    def gene_upper(self) -> list[int]:
+        """The largest choice index of each slot (the lower bound is 0)."""
+        return [len(self.choices[k]) - 1 for k, _ in self.gene_slots()]
+
+    def encode(self, cfg: LMConfig) -> list[int]:
+        """Choice indices of `cfg`; per-layer slots past its depth hold index 0."""
+        out = []
+        for k, i in self.gene_slots():
+            v = getattr(cfg, k) if i is None else getattr(cfg, k)[i] if i < cfg.layer_num else self.choices[k][0]
+            out.append(self.choices[k].index(v))
+        return out
+
+    def decode(self, genes: Any) -> LMConfig:
+        """The LMConfig of a vector of choice indices (floats are rounded and clipped to the choices)."""
+        vals: dict[str, Any] = {k: [] for k in PER_LAYER}
+        for (k, i), g, top in zip(self.gene_slots(), genes, self.gene_upper()):
+            v = self.choices[k][min(max(int(round(float(g))), 0), top)]
+            if i is None:
+                vals[k] = v
+            else:
+                vals[k].append(v)
+        n = vals["layer_num"]
+        return LMConfig(n, vals["embed_dim"], *(vals[k][:n] for k in PER_LAYER))
 
 
 def _int(v: Any) -> int:

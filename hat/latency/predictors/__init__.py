@@ -1,5 +1,6 @@
 """Latency predictors: a registry of models (`cost`, the default; `hat-mlp`, HAT's recipe;
-`analytic`, ~10 rows; `cost-mlp`, cost model x MLP residual), each with a calibrated interval.
+`analytic`, ~10 rows; `cost-mlp`, cost model x MLP residual; `lm-cost`, decoder-only LM generation,
+with a memory fit), each with a calibrated interval.
 
     pred = fit(read_latency_csv("lat.csv"), "default", space, context)
     ms, lower, upper = pred.predict_interval(cfgs, 0.9)
@@ -13,11 +14,12 @@ from hat.latency.predictors.base import (DEFAULT_LEVEL, DEFAULT_MODEL, FORMAT, P
                                          model_class, model_names, predictor_for_device, register, split_indices,
                                          transfer)
 from hat.latency.predictors.cost import ANALYTIC_TERMS, Analytic, CostModel, analytic_terms, l1_relative_fit
+from hat.latency.predictors.lm import LMCost, fit_lm
 from hat.latency.predictors.mlp import CostMLP, HatMLP
 
 MODELS = model_names()
 
 __all__ = ["ANALYTIC_TERMS", "DEFAULT_LEVEL", "DEFAULT_MODEL", "FORMAT", "MODELS", "PREDICTORS", "Analytic", "Context",
-           "CostMLP", "CostModel", "HatMLP", "Predictor", "Rows", "analytic_terms", "check_transfer_source",
-           "conformal_bounds", "fit", "l1_relative_fit", "load_predictor", "metrics", "model_class", "model_names",
+           "CostMLP", "CostModel", "HatMLP", "LMCost", "Predictor", "Rows", "analytic_terms", "check_transfer_source",
+           "conformal_bounds", "fit", "fit_lm", "l1_relative_fit", "load_predictor", "metrics", "model_class", "model_names",
            "predictor_for_device", "register", "split_indices", "transfer"]

@@ -1,0 +1,51 @@
+"""The decoder-only LM search's Pareto front as a CSV (re-loadable configs) and a PNG."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from hat.files import atomic_open, save_figure
+from hat.search.lm_nsga2 import LMSearchResult
+from hat.space import LMSpace, lm_params
+
+FRONT_COLUMNS = ("decoder_params", "latency_ms", "memory_bytes", "params", "summary", "config_json")
+
+
+def write_lm_front_csv(path: str | Path, result: LMSearchResult, space: LMSpace) -> None:
+    """One row per front member, fastest first: its objectives, all parameters and the config as JSON."""
+    with atomic_open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(FRONT_COLUMNS)
+        for i in result.front:
+            c = result.evaluated[i]
+            w.writerow([c.decoder_params, f"{c.latency_ms:.6g}", f"{c.memory_bytes:.0f}", lm_params(c.cfg, space),
+                        c.cfg.describe(), json.dumps(c.cfg.to_dict(), separators=(",", ":"))])
+
+
+def plot_lm_front(path: str | Path, result: LMSearchResult, title: str = "") -> None:
+    """Decoder parameters against latency and against memory: every evaluated candidate in grey,
+    the front in red, the constraints dashed."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    ev, fr = result.evaluated, [result.evaluated[i] for i in result.front]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), dpi=110, sharey=True)
+    for ax, key, scale, unit, cap in ((axes[0], "latency_ms", 1.0, "latency (ms)", result.latency_constraint),
+                                      (axes[1], "memory_bytes", 2.0**-20, "peak memory (MiB)", result.memory_constraint)):
+        ax.scatter([getattr(c, key) * scale for c in ev], [c.decoder_params / 1e6 for c in ev], s=6, c="0.7",
+                   label=f"evaluated ({len(ev)})")
+        ax.scatter([getattr(c, key) * scale for c in fr], [c.decoder_params / 1e6 for c in fr], s=14, c="C3",
+                   label=f"Pareto front ({len(fr)})")
+        if cap is not None:
+            ax.axvline(cap * scale, c="C0", ls="--", lw=1, label="constraint")
+        ax.set_xlabel(unit)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("decoder parameters (M, higher is better)")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
