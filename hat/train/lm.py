@@ -23,14 +23,15 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from hat.data.lm import LMBlocks, lm_side
-from hat.errors import CheckpointError, ConfigError, DataError, first_line
+from hat.errors import CheckpointError, ConfigError, DataError
 from hat.files import atomic_write_text, remove_stale_temps, save_torch
 from hat.model.lm import LMArgs, StandaloneLM, perplexity
 from hat.model.lm_checkpoint import FORMAT, FORMAT_VERSION, load_lm_checkpoint
 from hat.space.lm import load_lm_config, load_lm_space
 from hat.train.log import Progress, TrainLog
 from hat.train.optim import LRSchedule, build_optimizer
-from hat.train.rng import rng_state, set_rng_state, update_seed
+from hat.train.rng import update_seed
+from hat.train.state import restore_run_state, run_state
 
 
 class LMTrainer:
@@ -86,10 +87,7 @@ class LMTrainer:
             "model": self.model.state_dict(), "init_kwargs": self.model.init_kwargs(),
             "lm_config": self.arch.to_dict(), "space": self.space.to_dict(), "context": self.context,
             "vocabulary": self.vocabulary, "config": OmegaConf.to_container(self.cfg, resolve=True),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(), "rng": rng_state(),
-            "data": {"epoch": self.epoch, "batch_index": self.batch_index},
-            "update": self.update, "best_valid_loss": self.best_loss, "valid": self.valid_history,
-            "elapsed_s": self.elapsed_s, "tokens_seen": self.tokens_seen,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(), **run_state(self),
         }
 
     def _resume(self, path: Path) -> None:
@@ -101,19 +99,10 @@ class LMTrainer:
                                       f"({value!r}): use another save_dir")
         if ckpt["vocabulary"].get("symbols") != self.vocabulary["symbols"]:
             raise CheckpointError(f"{path}: checkpoint was trained with another dictionary than {self.cfg.data}'s")
-        try:  # a damaged or crafted file may have the right tag and the wrong insides: refuse, never crash
+        def load_states() -> None:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
-            set_rng_state(ckpt["rng"])
-            self.update = int(ckpt["update"])
-            self.epoch, self.batch_index = int(ckpt["data"]["epoch"]), int(ckpt["data"]["batch_index"])
-            self.best_loss = float(ckpt.get("best_valid_loss", math.inf))
-            self.valid_history = list(ckpt.get("valid", []))
-            self.elapsed_s = float(ckpt.get("elapsed_s", 0.0))
-            self.tokens_seen = int(ckpt.get("tokens_seen", 0))
-        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
-            raise CheckpointError(f"{path}: state does not match this model ({type(e).__name__}: "
-                                  f"{first_line(e, 160)})") from None
+        restore_run_state(self, ckpt, path, load_states)
         print(f"resumed from {path} at update {self.update} (epoch {self.epoch}, batch {self.batch_index})",
               file=sys.stderr)
 
