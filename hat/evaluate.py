@@ -16,10 +16,15 @@ then compound-split as HAT's `compound_split_bleu.sh` does (`a-b` -> `a ##AT##-#
 then scored on those whitespace tokens (sacrebleu `tokenize='none'`, i.e. fairseq-score /
 multi-bleu). Scoring on SentencePiece pieces would reward getting subwords right and is not
 comparable with published numbers, so it is not offered.
+
+* `evaluate_ppl(checkpoint, data_dir, subset)`: perplexity of a decoder-only LM (`hat evaluate
+  --ppl`) on one split, in blocks of the context it was trained on.
 """
 from __future__ import annotations
 
+import math
 import re
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -254,3 +259,32 @@ def pvalue_text(p: float, samples: int = 1000) -> str:
     a p-value that small is a bound, not a measurement."""
     floor = 1.0 / (samples + 1)
     return f"p<{1 / samples:g}" if p <= floor * (1 + 1e-9) else f"p={p:.3f}"
+
+
+def evaluate_ppl(checkpoint: str | Path, data_dir: str | Path, subset: str = "valid", *, batch_size: int = 16,
+                 limit: int | None = None, device: str = "cpu") -> dict:
+    """Perplexity of the LM in `checkpoint` (a `hat train --task lm` file) over `subset` of a
+    prepared directory (its first `limit` blocks), cut into blocks of the trained context as in
+    training; the directory's dictionary must be the one the model was trained with."""
+    from hat.data.lm import LMBlocks, lm_side
+    from hat.model.lm import perplexity
+    from hat.model.lm_checkpoint import load_lm
+
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: data directory not found")
+    model, ckpt = load_lm(checkpoint, device)
+    lang, dictionary = lm_side(data_dir, ckpt["vocabulary"].get("lang"))
+    if dictionary.symbols != ckpt["vocabulary"]["symbols"]:
+        raise DataError(f"{data_dir}: its {lang} dictionary is not the one {checkpoint} was trained with "
+                        "(prepare the text with that model's vocabulary)")
+    if not (data_dir / f"{subset}.{lang}.idx").is_file():
+        have = sorted({p.name.split(".")[0] for p in data_dir.glob(f"*.{lang}.idx")})
+        raise DataError(f"{data_dir}: no subset {subset!r} (have: {', '.join(have) or 'none'})")
+    blocks = LMBlocks.from_data(data_dir, subset, ckpt["context"], model.embed_tokens.num_embeddings, lang)
+    n = len(blocks) if limit is None else min(limit, len(blocks))
+    t0 = time.time()
+    ppl = perplexity(model, ((x.to(device), y.to(device)) for x, y in blocks.batches(batch_size, limit=n)))
+    return {"model": str(checkpoint), "data": str(data_dir), "subset": subset, "lang": lang, "ppl": ppl,
+            "nll": math.log(ppl), "tokens": n * blocks.context, "blocks": n, "context": blocks.context,
+            "architecture": ckpt["lm_config"], "update": ckpt["update"], "seconds": round(time.time() - t0, 2)}

@@ -121,9 +121,9 @@ def _parse_hat(argv: list[str]) -> None:
     except UsageError as e:  # a bad command line
         raise AssertionError(f"`hat {' '.join(argv)}` does not parse: {e}") from None
     if args.command == "train":
-        from hat.train.config import load_train_config
+        from hat.commands.train import load_config
 
-        load_train_config(args.config, args.overrides)
+        load_config(args)
 
 
 def check_command(cmd: list[str]) -> None:

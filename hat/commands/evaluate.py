@@ -1,4 +1,5 @@
-"""`hat evaluate`: translate a test set and report sacrebleu BLEU/chrF (also per origin tag)."""
+"""`hat evaluate`: translate a test set and report sacrebleu BLEU/chrF (also per origin tag); with
+`--ppl`, the perplexity of a decoder-only LM."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,7 @@ EXAMPLES = """examples:
   hat evaluate --model export/subnet/model.pt --data data/debian.de-en
   hat evaluate --checkpoint SUPER.pt --config subnet.yml --data data/debian.de-en --beam 1 --limit 200
   hat evaluate --model export/onnx-int8 --src newstest.de --ref newstest.en --out newstest.hyp.en
+  hat evaluate --ppl --model checkpoints/lm/checkpoint_best.pt --data data/debian.de-en --subset test --json
 """
 
 
@@ -34,7 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--src", help="raw source text, one sentence per line (instead of --data)")
     p.add_argument("--ref", help="raw references, line by line with --src")
     p.add_argument("--origin", help="with --src: a tag per line (e.g. the domain) for BLEU per origin")
-    p.add_argument("--subset", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--subset", help="split to evaluate (default: test; with --ppl: valid)")
+    p.add_argument("--ppl", action="store_true",
+                   help="perplexity of a decoder-only LM (--model: its `hat train --task lm` checkpoint) on "
+                        "SUBSET of --data (an LM directory, or a parallel one's side the LM was trained on), "
+                        "--batch-size blocks at a time (default 16)")
     add_decoding_options(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N sentences")
     p.add_argument("--out", help="write hypotheses here, one per line in corpus order "
@@ -58,7 +64,14 @@ def run(args: argparse.Namespace) -> int:
     from hat.evaluate import evaluate, evaluate_text
     from hat.export.runtimes import open_model
     from hat.export.standalone import load_any
+    from hat.model.lm_checkpoint import is_lm_checkpoint
 
+    if args.ppl:
+        return _run_ppl(args)
+    args.subset = args.subset or "test"
+    if args.model and is_lm_checkpoint(args.model):
+        raise HatError(f"{args.model}: a decoder-only LM checkpoint: score it with --ppl (BLEU scores translation "
+                       "models)")
     if args.checkpoint and not args.config:
         raise HatError(f"{args.checkpoint}: --checkpoint needs --config SUBNET.yml (or use --model)")
     text = args.src is not None or args.ref is not None
@@ -123,4 +136,39 @@ def run(args: argparse.Namespace) -> int:
     if "hypotheses" in res:
         print(f"hypotheses  {res['hypotheses']}")
     sys.stdout.flush()
+    return 0
+
+
+def _run_ppl(args: argparse.Namespace) -> int:
+    """`hat evaluate --ppl`: refuse what belongs to translation, then `hat.evaluate.evaluate_ppl`."""
+    from hat.evaluate import evaluate_ppl
+    from hat.model.lm_checkpoint import is_lm_checkpoint
+
+    if args.checkpoint or not args.model:
+        raise HatError("--ppl takes the LM's `hat train --task lm` checkpoint as --model")
+    translation = [f"--{k.replace('_', '-')}" for k in ("config", "src", "ref", "origin", "hyps", "out")
+                   if getattr(args, k)] + ["--tokenized-bleu"] * args.tokenized_bleu
+    if translation:
+        raise HatError(f"{translation[0]} scores translations, not --ppl")
+    if not is_lm_checkpoint(args.model):
+        raise HatError(f"{args.model}: not a decoder-only LM checkpoint (--ppl scores the LMs of "
+                       "`hat train --task lm`; translation models are scored by BLEU, without --ppl)")
+    if not args.data:
+        raise HatError("--ppl needs --data (a prepared directory)")
+    batch = 16 if args.max_sentences is None else args.max_sentences
+    if args.limit is not None and args.limit < 1 or batch < 1:
+        raise HatError(f"--limit and --batch-size must be >= 1, got {args.limit} and {batch}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    res = evaluate_ppl(args.model, args.data, args.subset or "valid", batch_size=batch, limit=args.limit,
+                       device=args.compute)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"model       {res['model']} (update {res['update']})")
+    print(f"data        {res['data']} [{res['subset']}] {res['lang']}, {res['tokens']} tokens in {res['blocks']} "
+          f"blocks of {res['context']}, {res['seconds']:.1f} s")
+    print(f"perplexity  {res['ppl']:.3f}   (nll {res['nll']:.4f} nats/token)")
     return 0

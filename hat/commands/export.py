@@ -12,6 +12,8 @@ EXAMPLES = """examples:
   hat export --checkpoint SUPER.pt --config subnet.yml --out export/subnet
   hat export --checkpoint SUPER.pt --config subnet.yml --format onnx --out export/onnx
   hat export --checkpoint export/model.pt --format onnx --quantize int8 --out export/onnx-int8
+  # a decoder-only LM (hat train --task lm): one ONNX graph with a KV cache, checked against torch
+  hat export --checkpoint checkpoints/lm/checkpoint_best.pt --format onnx --out export/lm-onnx
 """
 
 
@@ -42,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hat.export import export, load_any  # noqa: PLC0415
+    from hat.model.lm_checkpoint import is_lm_checkpoint  # noqa: PLC0415
 
+    if is_lm_checkpoint(args.checkpoint):
+        return _run_lm(args)
     tr = load_any(args.checkpoint, args.config, args.data)
     kw = {"quantize": args.quantize} if args.quantize else {}
     if args.format == "onnx":
@@ -61,4 +66,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {f}")
     if res.get("usage"):
         print(res["usage"])
+    return 0
+
+
+def _run_lm(args: argparse.Namespace) -> int:
+    """A decoder-only LM checkpoint: one architecture and its own vocabulary, float32 ONNX."""
+    from hat.export import export_lm  # noqa: PLC0415
+    from hat.model.lm_checkpoint import load_lm  # noqa: PLC0415
+
+    for flag, given in (("--config", args.config), ("--data", args.data), ("--quantize", args.quantize)):
+        if given:
+            raise HatError(f"{args.checkpoint}: a decoder-only LM checkpoint (one architecture, its own vocabulary, "
+                           f"float32): {flag} does not apply")
+    model, ckpt = load_lm(args.checkpoint)
+    try:
+        res = export_lm(model, ckpt, args.format, args.out, opset=args.opset, verify=not args.no_verify)
+    except ImportError as e:
+        raise HatError(f"{args.out}: --format {args.format} needs {e.name or 'an optional package'} "
+                       f"({install_hint(args.format)})") from None
+    res["architecture"] = ckpt["lm_config"]
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"exported decoder-only LM ({args.format}) to {args.out}"
+          + (f", max |onnxruntime - torch| {res['max_abs_diff']:.2e}" if "max_abs_diff" in res else ""))
+    for f in res["files"]:
+        print(f"  {f}")
     return 0

@@ -1,4 +1,5 @@
-"""`hat prepare sample|debian|text`: build a training-ready data directory (see hat.data.prepare)."""
+"""`hat prepare sample|debian|text|mono`: build a training-ready data directory (see hat.data.prepare;
+`mono`, a decoder-only LM's monolingual text: hat.data.prepare_lm)."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from hat.data.dictionary import Dictionary
 from hat.data.prepare import Vocabulary, prepare_debian, prepare_sample, prepare_text, summary
+from hat.data.prepare_lm import mono_summary, prepare_mono
 from hat.errors import DataError
 
 SAMPLE_EXAMPLES = """examples:
@@ -29,6 +31,12 @@ TEXT_EXAMPLES = """examples:
   hat prepare text --src en --tgt de --trainpref wmt14/train --validpref wmt14/valid --testpref wmt14/test \\
       --remove-bpe --vocab-size 32000 --out data/wmt14.en-de
 """
+MONO_EXAMPLES = """examples:
+  # your own monolingual text, one sentence or paragraph per line, for a decoder-only LM
+  hat prepare mono --input corpus.txt --lang en --out data/mine.lm
+  hat prepare mono --input corpus.txt --valid-share 0.05 --test-share 0.05 --vocab-size 8000 --out data/mine.lm
+  # (a parallel directory, e.g. hat prepare debian's, trains an LM on its target side as it is)
+"""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -38,7 +46,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="build a binarized parallel corpus",
+    p = sub.add_parser("prepare", help="build a binarized parallel corpus (or monolingual LM text)",
                        description="Build raw splits, a joint SentencePiece model, dictionaries and binarized data.",
                        epilog=SAMPLE_EXAMPLES + DEBIAN_EXAMPLES.replace("examples:\n", ""))
     kinds = p.add_subparsers(dest="kind", metavar="KIND")
@@ -80,6 +88,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                               "without it BPE'd input is refused")
     _common(t)
     t.set_defaults(func=_run_text)
+
+    m = kinds.add_parser("mono", help="your own monolingual text (one file) for a decoder-only language model",
+                         description="Raw UTF-8 text, one sentence or paragraph per line (blank lines dropped): "
+                                     "a SentencePiece model trained on it, its dictionary and token files with "
+                                     "EOS after every line. The last --valid-share (and --test-share) of the "
+                                     "lines, in order, are held out.", epilog=MONO_EXAMPLES)
+    m.add_argument("--input", required=True, help="the text file")
+    m.add_argument("--lang", default="text", help="language code (file suffix)")
+    m.add_argument("--valid-share", type=float, default=0.05, help="share of the lines held out for validation")
+    m.add_argument("--test-share", type=float, default=0.0, help="share of the lines held out for a test split")
+    _common(m)
+    m.set_defaults(func=_run_mono)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -181,5 +201,14 @@ def _run_text(args: argparse.Namespace) -> int:
                         vocab_size=args.vocab_size, seed=args.seed, command=_command(args),
                         vocab=vocabulary_from(args), remove_bpe=args.remove_bpe)
     print(summary(meta))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _run_mono(args: argparse.Namespace) -> int:
+    _setup_logging()
+    meta = prepare_mono(args.out, args.input, args.lang, valid_share=args.valid_share, test_share=args.test_share,
+                        vocab_size=args.vocab_size, seed=args.seed, command=_command(args))
+    print(mono_summary(meta))
     print(f"wrote {args.out}")
     return 0

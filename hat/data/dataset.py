@@ -60,17 +60,31 @@ class IndexedDataset:
         return torch.from_numpy(np.array(self.data[self.offsets[i]:self.offsets[i + 1]], dtype=np.int64))
 
 
-def load_data(data_dir: str | Path) -> tuple[dict, Dictionary, Dictionary]:
-    """`(meta, src_dict, tgt_dict)` of a prepared directory (see `hat prepare`)."""
-    data_dir = Path(data_dir)
-    mpath = data_dir / "meta.json"
+def read_meta(data_dir: str | Path, keys: tuple[str, ...] = ()) -> dict:
+    """`meta.json` of a prepared directory: a JSON object holding `keys`; errors name the file."""
+    mpath = Path(data_dir) / "meta.json"
     if not mpath.is_file():
         raise DataError(f"{mpath}: not found (is {data_dir} the output of `hat prepare`?)")
     try:
         meta = json.loads(mpath.read_text(encoding="utf-8"))
-        src, tgt = meta["src"], meta["tgt"]
+        for k in keys:
+            meta[k]  # noqa: B018  (a missing key, or not an object: corrupt)
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise DataError(f"{mpath}: corrupt metadata ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{mpath}: corrupt metadata (a JSON {type(meta).__name__}, not an object)")
+    return meta
+
+
+def load_data(data_dir: str | Path) -> tuple[dict, Dictionary, Dictionary]:
+    """`(meta, src_dict, tgt_dict)` of a prepared translation directory (see `hat prepare`); a
+    decoder-only LM directory (`task: lm`, one language) is refused in one line."""
+    data_dir = Path(data_dir)
+    if read_meta(data_dir).get("task") == "lm":
+        raise DataError(f"{data_dir}: a decoder-only LM data directory (monolingual, `hat prepare mono`), "
+                        "not a parallel one for translation")
+    meta = read_meta(data_dir, ("src", "tgt"))
+    src, tgt = meta["src"], meta["tgt"]
     return meta, Dictionary.load(data_dir / f"dict.{src}.txt"), Dictionary.load(data_dir / f"dict.{tgt}.txt")
 
 

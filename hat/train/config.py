@@ -79,19 +79,31 @@ DEFAULTS: dict[str, Any] = {
 RENAMED = {"device": "compute"}
 
 
-def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> DictConfig:
-    """Defaults <- recipe (shipped name or YAML file) <- `key=value` overrides; unknown keys refused."""
+def read_recipe(name_or_path: str) -> tuple[Path, dict[str, Any]]:
+    """A recipe's path and its mapping (bounded YAML; not a mapping: one ConfigError)."""
     p = resolve(name_or_path, "train", "training config")
-    base = OmegaConf.create(DEFAULTS)
-    OmegaConf.set_struct(base, True)
     data = read_yaml(p)  # bounded: an alias bomb or a deep file is refused before OmegaConf copies it
     if not isinstance(data, (dict, type(None))):
         raise ConfigError(f"{p}: not a training config (expected a mapping of keys, got a {type(data).__name__})")
+    return p, data or {}
+
+
+def recipe_task(name_or_path: str) -> str:
+    """The task a recipe trains: `lm` when it says `task: lm`, else `translation`."""
+    return "lm" if read_recipe(name_or_path)[1].get("task") == "lm" else "translation"
+
+
+def merge_config(defaults: dict[str, Any], p: Path, data: dict[str, Any], overrides: list[str] | None,
+                 renamed: dict[str, str] | None = None) -> DictConfig:
+    """`defaults` <- the recipe `data` (read from `p`) <- `key=value` overrides; unknown keys refused."""
+    renamed = renamed or {}
+    base = OmegaConf.create(defaults)
+    OmegaConf.set_struct(base, True)
     try:
-        recipe = OmegaConf.create(data or {})
+        recipe = OmegaConf.create(data)
     except OmegaConfBaseException as e:
         raise ConfigError(f"{p}: {first_line(e)}") from None
-    for old, new in RENAMED.items():
+    for old, new in renamed.items():
         if isinstance(recipe, DictConfig) and old in recipe and new not in recipe:
             recipe[new] = recipe.pop(old)
     try:
@@ -103,9 +115,19 @@ def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> 
             raise ConfigError(f"override {item!r}: expected key=value")
         key, value = item.split("=", 1)
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{RENAMED.get(key, key)}={value}"]))
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{renamed.get(key, key)}={value}"]))
         except OmegaConfBaseException as e:
             raise ConfigError(f"override {item!r}: {first_line(e)}") from None
+    return cfg
+
+
+def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> DictConfig:
+    """Defaults <- recipe (shipped name or YAML file) <- `key=value` overrides; unknown keys refused."""
+    p, data = read_recipe(name_or_path)
+    if data.get("task") == "lm":
+        raise ConfigError(f"{p}: a decoder-only LM training config (task: lm), not a translation one "
+                          "(train it with `hat train --task lm`)")
+    cfg = merge_config(DEFAULTS, p, data, overrides, RENAMED)
     _check_config(cfg, str(p))
     return cfg
 
@@ -202,26 +224,38 @@ def _default_check(default: Any) -> Check:
     return _number() if isinstance(default, float) else _of(type(default))
 
 
-def _check_config(cfg: DictConfig, source: str) -> None:
-    """Every key has the type (and range) its use needs: one ConfigError naming the first that does not."""
+def check_values(cfg: DictConfig, defaults: dict[str, Any], checks: dict[str, Check], paths: tuple[str, ...],
+                 source: str) -> dict[str, Any]:
+    """Every key has the type (and range) its use needs: one ConfigError naming the first that does
+    not; returns the flat values. Numbers given for `paths` become their names."""
     try:
-        for key in PATHS:
+        for key in paths:
             v = OmegaConf.select(cfg, key)
             if isinstance(v, int) and not isinstance(v, bool):
                 OmegaConf.update(cfg, key, str(v))
         values = _flat(OmegaConf.to_container(cfg, resolve=True))
     except OmegaConfBaseException as e:
         raise ConfigError(f"{source}: {first_line(e)}") from None
-    for key, default in _flat(DEFAULTS).items():
-        problem = CHECKS.get(key, _default_check(default))(values.get(key))
+    for key, default in _flat(defaults).items():
+        problem = checks.get(key, _default_check(default))(values.get(key))
         if problem:
             raise ConfigError(f"{source}: {key}={values.get(key)!r}: {problem}")
+    return values
+
+
+def check_schedule(values: dict[str, Any], source: str) -> None:
+    """The warm-up fits the run (by updates and by budget share)."""
     if 0 < values["warmup_updates"] >= values["max_updates"]:
         raise ConfigError(f"{source}: warmup_updates={values['warmup_updates']} is not below max_updates="
                           f"{values['max_updates']}: the whole run would warm up (lower warmup_updates)")
     if values["warmup_share"] and not values["budget_minutes"]:
         raise ConfigError(f"{source}: warmup_share={values['warmup_share']} is a share of budget_minutes, which is "
                           "not set: set budget_minutes or warm up by warmup_updates")
+
+
+def _check_config(cfg: DictConfig, source: str) -> None:
+    values = check_values(cfg, DEFAULTS, CHECKS, PATHS, source)
+    check_schedule(values, source)
     s = cfg.sampling
     if s.distill and s.policy == "fixed" and not cfg.init_from:
         raise ConfigError(f"{source}: sampling.distill with policy fixed distils from the init_from "

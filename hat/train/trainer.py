@@ -34,8 +34,9 @@ from hat.train.distill import Teacher
 from hat.train.log import Progress, TrainLog
 from hat.train.loss import distill_loss, label_smoothed_nll_loss
 from hat.train.optim import LRSchedule, build_optimizer
-from hat.train.rng import rng_state, set_rng_state, update_seed
+from hat.train.rng import update_seed
 from hat.train.sampling import Sampler
+from hat.train.state import restore_run_state, run_state
 
 
 class Trainer:
@@ -107,14 +108,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
-            "data": {"epoch": self.epoch, "batch_index": self.batch_index},
-            "update": self.update,
-            "best_valid_loss": self.best_loss,
-            "valid": self.valid_history,
+            **run_state(self),
             "subnet_digest": self.subnet_digest,
-            "elapsed_s": self.elapsed_s,
-            "tokens_seen": self.tokens_seen,
             "teacher_digest": self.teacher.digest if self.teacher else None,
             "world_size": self.env.world_size,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
@@ -127,21 +122,12 @@ class Trainer:
         check_compatible(ckpt, path, self.space, self.model_args)
         if self.teacher:
             self.teacher.check_resumed(ckpt.get("teacher_digest"), path)
-        try:  # a damaged or crafted file may have the right tag and the wrong insides: refuse, never crash
+        def load_states() -> None:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scaler.load_state_dict(ckpt["scaler"])
-            set_rng_state(ckpt["rng"])
-            self.update = int(ckpt["update"])
-            self.epoch, self.batch_index = int(ckpt["data"]["epoch"]), int(ckpt["data"]["batch_index"])
-            self.best_loss = float(ckpt.get("best_valid_loss", math.inf))
-            self.valid_history = list(ckpt.get("valid", []))
             self.subnet_digest = str(ckpt.get("subnet_digest", ""))
-            self.elapsed_s = float(ckpt.get("elapsed_s", 0.0))
-            self.tokens_seen = int(ckpt.get("tokens_seen", 0))
-        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
-            raise CheckpointError(f"{path}: state does not match this model ({type(e).__name__}: "
-                                  f"{first_line(e, 160)})") from None
+        restore_run_state(self, ckpt, path, load_states)
         if self.env.is_master:
             print(f"resumed from {path} at update {self.update} (epoch {self.epoch}, batch {self.batch_index})", file=sys.stderr)
 
