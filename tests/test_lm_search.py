@@ -127,6 +127,16 @@ def test_nsga2_front_is_non_dominated_and_holds_the_extremes(tmp_path):
     assert obj.seconds == 0.0
 
 
+def test_a_space_smaller_than_the_population_is_searched_whole():
+    """Four configs and a population of 125: NSGA-II runs out of new candidates; the search ends
+    with the front of the whole space instead of failing."""
+    space = LMSpace.from_dict({**MICRO, "choices": {**MICRO["choices"], "layer_num": [1], "attention_heads": [1]}})
+    res = lm_nsga2_search(space, _analytic(space), LMSearchSettings(population=125, offspring=100, generations=5,
+                                                                    seed=1))
+    assert len({c.cfg for c in res.evaluated}) == len(res.evaluated) == space.size() == 4
+    assert {res.evaluated[i].cfg for i in res.front} >= {space.smallest(), space.largest()}
+
+
 def test_constraints_hold_on_every_front_member():
     space = load_lm_space("lm-tiny")
     obj = _analytic(space)

@@ -145,6 +145,8 @@ def lm_nsga2_search(space: LMSpace, objectives: LMObjectives, settings: LMSearch
     try:
         while gen <= s.generations and algo.has_next():
             pop = algo.ask()
+            if pop is None or len(pop) == 0:  # a small space: no new candidate left to try
+                break
             cfgs = [space.decode(x) for x in pop.get("X")]
             objs = objectives.many(cfgs)
             for c, (lat, mem) in zip(cfgs, objs):
