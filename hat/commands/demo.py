@@ -91,7 +91,7 @@ class Budget:
                              "searched and uniform rows are fine-tuned alike")
 
 
-# Sized for a 2-core CPU: the pipeline in about 45 minutes, the baselines about 40 more. Four
+# Sized for a 2-core CPU: the pipeline in about an hour (RESULTS 5a3), the baselines about 40 more. Four
 # constraints from one SuperTransformer: its cost is shared four ways (HAT's amortization). Each
 # search 3 % inside its share: the ratio of two models re-timed 45-60 minutes later moved by up to
 # 1.7 % (RESULTS 5c) and 4.3 % (5b, absorbed by that subnet's own room) on the shared 2-core VM.
