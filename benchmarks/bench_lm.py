@@ -14,10 +14,16 @@ LTS's "Spearman above 0.9" is this with the sign flipped), median [min, max] ove
 budget's ranking agrees with the longest one's, and seed vs seed. The smaller budgets are read from
 the longest run's validations, so their learning rate has not annealed; `--separate` trains one run
 per budget instead (its own schedule), at the sum of the budgets' cost.
-front: `--k` members of an LM front (`--front CSV` of `hat search --task lm`, else that search is run
-with --predictor) spread over latency, each paired with the uniformly scaled GPT-style design (one
-FFN width and head count in every layer) of the closest predicted latency not above it; both trained
-alike (same runs as rank: budget, seeds), perplexity at each latency, memory reported too.
+front: the searched front against the strongest uniformly scaled GPT-style design (one FFN width and
+head count in every layer) within the same budget. Each member of an LM front (`--front CSV` of `hat
+search --task lm`, else that search is run with --predictor) is a budget: its own predicted latency
+and memory. The uniform design with the most decoder parameters within both is its baseline; their
+parameter ratio is the proxy's gain, reported over the whole front. `--k` members spread over latency,
+among those whose gain is at least `--min-gain`, are trained alike with their baselines (same runs as
+rank: budget, seeds): perplexity at each latency. `--measure R` also times each pair on this machine,
+R interleaved rounds (front, uniform, front, ...) of `--device`'s protocol, so "the same latency" is
+checked by measurement and not only by the predictor (run it when nothing else runs: the training runs
+are read back, not retrained).
 searchtime: `hat measure` of --samples configs, `hat fit-predictor`, `hat search --task lm` with its
 default budget: wall time per stage, the share spent measuring, the front size; `--measure-search`
 adds a search timing every candidate on this machine (`--predictor measure`, a smaller budget).
@@ -81,10 +87,12 @@ def pick_architectures(space: LMSpace, n: int, seed: int, key: Callable[[LMConfi
     return [(kinds.get(c, "sampled"), c) for c in chosen]
 
 
-def closest_not_above(target: float, values: Sequence[float]) -> int | None:
-    """Index of the largest value <= target (the first of equals); None when all are above it."""
-    ok = [i for i, v in enumerate(values) if v <= target]
-    return max(ok, key=lambda i: (values[i], -i)) if ok else None
+def strongest_within(lat: float, mem: float, lats: Sequence[float], mems: Sequence[float],
+                     params: Sequence[float]) -> int | None:
+    """Index of the design with the most parameters whose latency and memory are both within
+    (lat, mem) (ties: the lower latency, then the first); None when none fits."""
+    ok = [i for i in range(len(lats)) if lats[i] <= lat and mems[i] <= mem]
+    return max(ok, key=lambda i: (params[i], -lats[i], -i)) if ok else None
 
 
 def validations(log: Path) -> dict[int, dict[str, Any]]:
@@ -253,7 +261,7 @@ def read_front(path: Path) -> list[LMConfig]:
 
 
 def part_front(a: argparse.Namespace) -> None:
-    """Searched front members vs the uniform design of the closest latency not above, trained alike."""
+    """Searched front members vs the strongest uniform design within their latency and memory, trained alike."""
     if not a.predictor:
         sys.exit("front needs --predictor (an lm-cost file): it predicts the uniform designs' latency and memory")
     space, seeds, top = load_lm_space(a.space), _seeds(a), _budgets(a)[-1]
@@ -264,36 +272,83 @@ def part_front(a: argparse.Namespace) -> None:
         hat_cli(["search", "--task", "lm", "--space", a.space, "--predictor", a.predictor, "--out", str(front),
                  "--no-progress"], front.with_suffix(".out"))
     members = read_front(front)
-    lat = [float(x) for x in pred.predict(members)]
-    picked = spread_over_latency(members, lat, a.k)
+    lat, mem = [float(x) for x in pred.predict(members)], [float(x) for x in pred.predict_memory(members)]
     uni = uniform_configs(space)
     ulat, umem = [float(x) for x in pred.predict(uni)], [float(x) for x in pred.predict_memory(uni)]
+    udp = [lm_decoder_params(c) for c in uni]
+    base = [strongest_within(lat[j], mem[j], ulat, umem, udp) for j in range(len(members))]
+    gain = [lm_decoder_params(m) / udp[b] if b is not None else math.nan for m, b in zip(members, base)]
+    known = [g for g in gain if not math.isnan(g)]
+    summary = {"members": len(members), "no_uniform_within": len(members) - len(known),
+               "median_gain": statistics.median(known), "max_gain": max(known),
+               "more_params": sum(g > 1 for g in known), "fewer_params": sum(g < 1 for g in known)}
+    print(f"{front}: {len(members)} members; the strongest uniform design within a member's predicted latency and "
+          f"memory has {summary['median_gain']:.2f}x fewer decoder parameters at the median (at most "
+          f"{summary['max_gain']:.2f}x); the member has more in {summary['more_params']}, as many in "
+          f"{len(known) - summary['more_params'] - summary['fewer_params']}, fewer in {summary['fewer_params']}; "
+          f"no uniform design fits {summary['no_uniform_within']}", flush=True)
+    eligible = [j for j, g in enumerate(gain) if g >= a.min_gain]
+    if not eligible:
+        sys.exit(f"no front member has a gain of at least {a.min_gain} over the uniform designs (lower --min-gain)")
+    picked = spread_over_latency(eligible, [lat[j] for j in eligible], a.k)
     rows = []
-    for cfg in sorted(picked, key=lambda c: lat[members.index(c)]):
-        ms = lat[members.index(cfg)]
-        j = closest_not_above(ms, ulat)
-        if j is None:
-            print(f"no uniform design is predicted at or below {ms:.2f} ms ({cfg.describe()}): skipped")
-            continue
-        pair = {}
-        for name, c, c_ms, mem in (("front", cfg, ms, float(pred.predict_memory([cfg])[0])),
-                                   ("uniform", uni[j], ulat[j], umem[j])):
+    for j in sorted(picked, key=lambda j: lat[j]):
+        pair = {"gain": gain[j]}
+        for name, c, c_ms, c_mem in (("front", members[j], lat[j], mem[j]),
+                                     ("uniform", uni[base[j]], ulat[base[j]], umem[base[j]])):
             ppl = [train(a, c, s)["ppl"][str(top)] for s in seeds]
-            pair[name] = {"config": c.to_dict(), "summary": c.describe(), "latency_ms": c_ms, "memory_mib": mem / 2**20,
-                          "decoder_params": lm_decoder_params(c), "ppl": ppl}
+            pair[name] = {"config": c.to_dict(), "summary": c.describe(), "latency_ms": c_ms,
+                          "memory_mib": c_mem / 2**20, "decoder_params": lm_decoder_params(c), "ppl": ppl}
         rows.append(pair)
-        _save(Path(a.json), "front", {"front_csv": str(front), "predictor": a.predictor, "updates": top,
-                                      "seeds": seeds, "pairs": rows})
-    print(f"\n{len(rows)} front members vs the uniform design of the closest predicted latency not above; "
-          f"{top} updates, perplexity median over seeds {seeds}\n")
-    print("| front ms | front MiB | front architecture | front ppl | uniform ms | uniform MiB | uniform architecture "
-          "| uniform ppl | front - uniform |\n|---:|---:|---|---:|---:|---:|---|---:|---:|")
+    if a.measure:
+        measure_pairs(a, space, rows)
+    _save(Path(a.json), "front", {"front_csv": str(front), "predictor": a.predictor, "updates": top, "seeds": seeds,
+                                  "min_gain": a.min_gain, "summary": summary, "pairs": rows})
+    report_front(rows, top, seeds)
+
+
+def measure_pairs(a: argparse.Namespace, space: LMSpace, rows: list[dict]) -> None:
+    """Each pair's latency on this machine: `--measure` rounds, front and uniform interleaved."""
+    from hat.latency.devices import resolve_device  # noqa: PLC0415  (torch-heavy import)
+    from hat.latency.lm_measure import LMMeasurer, LMProtocol  # noqa: PLC0415
+
+    m = LMMeasurer(space, LMProtocol.from_device(resolve_device(a.device), space))
+    for p in rows:
+        cfgs = {k: LMConfig.from_dict(p[k]["config"]) for k in ("front", "uniform")}
+        runs: dict[str, list[float]] = {"front": [], "uniform": []}
+        for _ in range(a.measure):
+            for k in ("front", "uniform"):
+                runs[k].append(m.measure(cfgs[k], memory=False)["latency_ms"])
+        for k in runs:
+            p[k]["measured_ms"] = runs[k]
+            p[k]["measured_mib"] = m.measure(cfgs[k])["peak_memory_bytes"] / 2**20
+        p["measured_ratio"] = [f / u for f, u in zip(runs["front"], runs["uniform"])]
+        print(f"  measured {p['front']['summary']} / {p['uniform']['summary']}: "
+              f"{statistics.median(p['measured_ratio']):.2f}x", flush=True)
+
+
+def report_front(rows: list[dict], top: int, seeds: list[int]) -> None:
+    measured = all("measured_ms" in p["front"] for p in rows)
+    spread = lambda v: f"{statistics.median(v):.1f} [{min(v):.1f}, {max(v):.1f}]"  # noqa: E731
+    print(f"\n{len(rows)} front members vs the strongest uniform design within their predicted latency and memory; "
+          f"{top} updates, perplexity per seed {seeds}" + ("; measured ms median [min, max] over interleaved rounds"
+                                                           if measured else "") + "\n")
+    print("| design | predicted ms | MiB | decoder params (M) | " + ("measured ms | " if measured else "")
+          + "ppl | front - uniform |\n|---|---:|---:|---:|" + ("---:|" if measured else "") + "---:|---:|")
     for p in rows:
         f, u = p["front"], p["uniform"]
-        fm, um = statistics.median(f["ppl"]), statistics.median(u["ppl"])
-        same = "the same design" if u["config"] == f["config"] else f"`{u['summary']}`"
-        print(f"| {f['latency_ms']:.2f} | {f['memory_mib']:.1f} | `{f['summary']}` | {fm:.1f} | {u['latency_ms']:.2f} | "
-              f"{u['memory_mib']:.1f} | {same} | {um:.1f} | {fm - um:+.1f} |")
+        diff = [x - y for x, y in zip(f["ppl"], u["ppl"])]
+        for name, d, last in (("front", f, " / ".join(f"{x:+.1f}" for x in diff)), ("uniform", u, "")):
+            cells = [f"{name} `{d['summary']}`", f"{d['latency_ms']:.1f}", f"{d['memory_mib']:.1f}",
+                     f"{d['decoder_params'] / 1e6:.2f}"]
+            if measured:
+                cells.append(spread(d["measured_ms"]) + f", {d['measured_mib']:.1f} MiB")
+            cells += [" / ".join(f"{x:.1f}" for x in d["ppl"]), last]
+            print("| " + " | ".join(cells) + " |")
+        if measured:
+            r = p["measured_ratio"]
+            print(f"| measured front / uniform latency | | | | {statistics.median(r):.2f}x [{min(r):.2f}, {max(r):.2f}] "
+                  "| | |")
 
 
 def part_searchtime(a: argparse.Namespace) -> None:
@@ -354,7 +409,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--predictor", help="lm-cost predictor file (front: required; rank: spread by its latency)")
     p.add_argument("--front", help="front: an LM front CSV (default: search one with --predictor)")
     p.add_argument("--k", type=int, default=4, help="front: members compared")
-    p.add_argument("--device", default="cpu-2core", help="searchtime: hat measure device")
+    p.add_argument("--min-gain", type=float, default=1.0,
+                   help="front: only members with at least this ratio of decoder params over their uniform baseline")
+    p.add_argument("--measure", type=int, default=0, metavar="R", help="front: time each pair in R interleaved rounds")
+    p.add_argument("--device", default="cpu-2core", help="searchtime and front --measure: hat device")
     p.add_argument("--samples", type=int, default=200, help="searchtime: configs measured")
     p.add_argument("--measure-search", action="store_true", help="searchtime: also search with --predictor measure")
     p.add_argument("--population", type=int, default=20, help="--measure-search: NSGA-II population")

@@ -1,8 +1,9 @@
-"""benchmarks/bench_lm.py's own logic: which LMs it trains, which uniform design it pairs with a
+"""benchmarks/bench_lm.py's own logic: which LMs it trains, which uniform design is the baseline of a
 front member, how it scores agreement, that a finished run is never retrained, and one tiny `rank`."""
 from __future__ import annotations
 
 import importlib.util
+import csv
 import json
 import random
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from hat.cli import main as hat_main
-from hat.space import LMSpace, lm_decoder_params, load_lm_space
+from hat.space import LMConfig, LMSpace, lm_decoder_params, load_lm_space
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("bench_lm", ROOT / "benchmarks" / "bench_lm.py")
@@ -46,12 +47,59 @@ def test_uniform_designs_have_one_ffn_width_and_head_count_per_layer():
     assert all(len(set(c.ffn_embed_dim)) == len(set(c.attention_heads)) == 1 and space.contains(c) for c in uni)
 
 
-def test_matching_picks_the_closest_latency_not_above():
-    lat = [5.0, 9.0, 12.0, 9.0, 20.0]
-    assert bench.closest_not_above(10.0, lat) == 1  # 9 (the first of equals), not 12 though closer in |diff|
-    assert bench.closest_not_above(12.0, lat) == 2  # equal is not above
-    assert bench.closest_not_above(100.0, lat) == 4
-    assert bench.closest_not_above(4.9, lat) is None
+def test_the_baseline_is_the_strongest_design_within_both_latency_and_memory():
+    lat, mem, params = [5.0, 9.0, 12.0, 9.0, 8.0], [1.0, 3.0, 2.0, 2.0, 9.0], [10, 30, 40, 30, 50]
+    assert bench.strongest_within(10.0, 3.0, lat, mem, params) == 1  # 30 params; the first of equals
+    assert bench.strongest_within(10.0, 2.5, lat, mem, params) == 3  # memory rules out the first 30
+    assert bench.strongest_within(12.0, 2.0, lat, mem, params) == 2  # both bounds are inclusive
+    assert bench.strongest_within(100.0, 100.0, lat, mem, params) == 4
+    assert bench.strongest_within(4.9, 100.0, lat, mem, params) is None
+    assert bench.strongest_within(100.0, 0.5, lat, mem, params) is None
+
+
+class _CostByParams:
+    """A stand-in lm-cost predictor: latency 1 ms per 1,000 decoder params, memory 1 byte per param."""
+
+    def check_space(self, space) -> None:
+        pass
+
+    def predict(self, cfgs):
+        return [lm_decoder_params(c) / 1000 for c in cfgs]
+
+    def predict_memory(self, cfgs):
+        return [float(lm_decoder_params(c)) for c in cfgs]
+
+
+def test_front_pairs_each_member_with_the_strongest_uniform_design_within_its_budget(tmp_path, monkeypatch, capsys):
+    space = LMSpace.from_dict({**MICRO, "max_positions": 64})
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({**MICRO, "max_positions": 64}))
+    mixed = [LMConfig(2, 32, (32, 64), (2, 2)), LMConfig(2, 16, (64, 32), (2, 2)), space.smallest()]
+    with open(tmp_path / "front.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["config_json"])
+        w.writeheader()
+        w.writerows({"config_json": json.dumps(c.to_dict())} for c in mixed)
+    trained: list = []
+    monkeypatch.setattr(bench, "_lm_predictor", lambda a, s: _CostByParams())
+    monkeypatch.setattr(bench, "train", lambda a, c, s: trained.append((c, s)) or {"ppl": {"4": 10.0 + s}})
+    argv = ["front", "--space", str(tmp_path / "space.yaml"), "--predictor", "p.pt", "--front", str(tmp_path / "front.csv"),
+            "--k", "3", "--min-gain", "1.01", "--updates", "4", "--seeds", "1,2", "--measure", "2",
+            "--json", str(tmp_path / "out.json")]
+    bench.main(argv)
+    res = json.loads((tmp_path / "out.json").read_text())["front"]
+    dp = lm_decoder_params
+    assert res["summary"]["members"] == 3 and res["summary"]["more_params"] == 2  # the smallest is its own baseline
+    pairs = {p["front"]["summary"]: p for p in res["pairs"]}
+    assert set(pairs) == {mixed[0].describe(), mixed[1].describe()}  # the gain-1 member is below --min-gain
+    want = {mixed[0]: LMConfig(2, 32, (32, 32), (2, 2)), mixed[1]: LMConfig(2, 16, (32, 32), (2, 2))}
+    for m, u in want.items():
+        p = pairs[m.describe()]
+        assert p["uniform"]["summary"] == u.describe() and p["gain"] == pytest.approx(dp(m) / dp(u))
+        assert p["front"]["ppl"] == p["uniform"]["ppl"] == [11.0, 12.0]
+        assert len(p["front"]["measured_ms"]) == len(p["measured_ratio"]) == 2 and p["uniform"]["measured_mib"] > 0
+    assert len(trained) == 2 * 2 * 2  # 2 pairs x 2 designs x 2 seeds
+    assert "measured front / uniform latency" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no front member has a gain"):
+        bench.main([*argv, "--min-gain", "5"])
 
 
 def test_rank_agreement_perfect_and_reversed():
