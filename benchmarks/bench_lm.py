@@ -282,9 +282,9 @@ def part_front(a: argparse.Namespace) -> None:
     summary = {"members": len(members), "no_uniform_within": len(members) - len(known),
                "median_gain": statistics.median(known), "max_gain": max(known),
                "more_params": sum(g > 1 for g in known), "fewer_params": sum(g < 1 for g in known)}
-    print(f"{front}: {len(members)} members; the strongest uniform design within a member's predicted latency and "
-          f"memory has {summary['median_gain']:.2f}x fewer decoder parameters at the median (at most "
-          f"{summary['max_gain']:.2f}x); the member has more in {summary['more_params']}, as many in "
+    print(f"{front}: {len(members)} members; a member has {summary['median_gain']:.2f}x the decoder parameters of "
+          f"the strongest uniform design within its predicted latency and memory at the median (at most "
+          f"{summary['max_gain']:.2f}x); more in {summary['more_params']}, as many in "
           f"{len(known) - summary['more_params'] - summary['fewer_params']}, fewer in {summary['fewer_params']}; "
           f"no uniform design fits {summary['no_uniform_within']}", flush=True)
     eligible = [j for j, g in enumerate(gain) if g >= a.min_gain]

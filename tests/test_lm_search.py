@@ -17,7 +17,8 @@ from hat.latency.lm_measure import LMMeasurer, LMProtocol, model_bytes
 from hat.latency.predictors import LMCost, fit_lm, load_predictor
 from hat.latency.predictors.lm import memory_basis
 from hat.search.lm_nsga2 import LMObjectives, LMSearchSettings, lm_nsga2_search
-from hat.space import LMConfig, LMSpace, lm_decoder_params, lm_macs, load_lm_space, save_lm_space
+from hat.space import (LMConfig, LMSpace, lm_decoder_params, lm_macs, load_lm_config, load_lm_space,
+                       save_lm_space)
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = {"version": 1, "task": "lm", "name": "micro-lm", "vocab_size": 64, "max_positions": 16,
@@ -174,14 +175,28 @@ def test_cli_fit_and_search_end_to_end(tmp_path, capsys):
     assert rows and all(float(r["latency_ms"]) <= 200 and float(r["memory_bytes"]) <= 30 * 2**20 for r in rows)
     cfgs = [LMConfig.from_dict(json.loads(r["config_json"])) for r in rows]
     assert all(space.contains(c) for c in cfgs)
+    # OUT.best.yml: the member with the most decoder parameters, a config `hat train --task lm` reads
+    best = load_lm_config(tmp_path / "out" / "front.best.yml")
+    assert lm_decoder_params(best) == max(int(r["decoder_params"]) for r in rows) and best in cfgs
+    meta = yaml.safe_load((tmp_path / "out" / "front.best.yml").read_text())["metadata"]
+    assert meta["latency_constraint"] == 200 and meta["memory_constraint_mib"] == 30 and meta["space"] == "lm-tiny"
     assert main(argv) == 0  # resumes the finished search
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["evaluated"] == json.loads(
         out.strip().splitlines()[-1])["evaluated"]
+    # any other row as a config: `hat info FRONT.csv --row N --save`
+    k = len(rows)
+    assert main(["info", str(front), "--row", str(k), "--space", "lm-tiny", "--save", str(tmp_path / "row.yml")]) == 0
+    assert load_lm_config(tmp_path / "row.yml") == cfgs[k - 1]
+    assert f"summary     {cfgs[k - 1].describe()}" in capsys.readouterr().out
+    assert main(["info", str(front), "--row", "1", "--space", "lm-tiny", "--json"]) == 0
+    assert LMConfig.from_dict(json.loads(capsys.readouterr().out)["config"]) == cfgs[0]
 
 
 @pytest.mark.parametrize("case", ["long-prompt", "lm-space-translation-search", "translation-space-lm-search",
                                   "translation-predictor-lm-search", "lm-predictor-translation-search",
-                                  "encoder-keys", "lm-into-translation-csv", "translation-model-on-lm-rows"])
+                                  "encoder-keys", "lm-into-translation-csv", "translation-model-on-lm-rows",
+                                  "front-row-out-of-range", "front-row-not-a-front", "front-row-translation-space",
+                                  "front-row-without-row"])
 def test_refusals_are_one_line_exit_2_and_write_nothing(case, tmp_path, capsys):
     space = load_lm_space("lm-tiny")
     _write_rows(tmp_path / "lm.csv", space, _synthetic(space, 20, seed=7))
@@ -192,6 +207,8 @@ def test_refusals_are_one_line_exit_2_and_write_nothing(case, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**MICRO, "choices": {**MICRO["choices"], "encoder_embed_dim": [16]}}))
     (tmp_path / "trans.csv").write_text(",".join(OUR_COLUMNS) + "\n")
+    front = tmp_path / "front.csv"
+    front.write_text("decoder_params,config_json\n1," + json.dumps(json.dumps(space.smallest().to_dict())) + "\n")
     argv = {
         "long-prompt": ["measure", "--device", "cpu-2core", "--space", "lm-tiny", "--samples", "2", "--prompt-len", "100",
                         "--gen-len", "40", "--out", str(out / "m.csv")],
@@ -210,6 +227,11 @@ def test_refusals_are_one_line_exit_2_and_write_nothing(case, tmp_path, capsys):
                                     "--out", str(tmp_path / "trans.csv"), *FAST],
         "translation-model-on-lm-rows": ["fit-predictor", "--data", str(tmp_path / "lm.csv"), "--model", "cost",
                                          "--out", str(out / "p.pt")],
+        "front-row-out-of-range": ["info", str(front), "--row", "2", "--space", "lm-tiny", "--save", str(out / "r.yml")],
+        "front-row-not-a-front": ["info", str(tmp_path / "trans.csv"), "--row", "1", "--space", "lm-tiny", "--save",
+                                  str(out / "r.yml")],
+        "front-row-translation-space": ["info", str(front), "--row", "1", "--space", "tiny", "--save", str(out / "r.yml")],
+        "front-row-without-row": ["info", str(front), "--space", "lm-tiny", "--save", str(out / "r.yml")],
     }[case]
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert main(argv) == 2

@@ -4,6 +4,9 @@ A decoder-only LM config (`task: lm`) with an LM space prints its parameters, th
 proxy) and the MACs of a prefill plus cached generation steps; either kind of config with the
 other kind of space is refused in one line.
 
+`hat info FRONT.csv --row N --space LM_SPACE [--save LM.yml]` does the same for row N of a
+decoder-only front (`hat search --task lm`'s CSV, 1 = the fastest) and saves it as an LM config.
+
 `hat info P.pt` describes a latency predictor (model, device, space, interval and how its training
 latencies were timed); `hat info --device NAME` a device's protocol and its predictor, with a
 warning when the two were timed differently.
@@ -17,12 +20,13 @@ from typing import Any
 
 from hat.errors import HatError
 from hat.space import (LMSpace, describe, is_lm_file, lm_decoder_params, lm_macs, lm_params, load_any_space,
-                       load_lm_config, load_space, load_subconfig, macs, num_params)
+                       load_lm_config, load_space, load_subconfig, macs, num_params, save_lm_config)
 
 EXAMPLES = """examples:
   hat info hat/configs/subnets/hat_raspberrypi_3.5s.yml --space wmt14.en-de
   hat info search/subnet.yml --space tiny --json
   hat info lm.yml --space lm-tiny --prompt-len 32 --gen-len 96   # a decoder-only LM config
+  hat info search/front.csv --row 12 --space lm-tiny --save lm.yml   # a row of an LM front, as a config
   hat info --device cpu-2core        # its protocol, its predictor and how that was timed
   hat info lat.pt                    # a predictor file from `hat fit-predictor`
 """
@@ -42,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                   "space's context)")
     p.add_argument("--gen-len", type=int, help="LM configs: cached generation steps for MACs (default: the rest of "
                                                "the context)")
+    p.add_argument("--row", type=int, help="with a front CSV of `hat search --task lm`: the row (1 = the fastest)")
+    p.add_argument("--save", metavar="LM.yml", help="with --row: write that row as an LM config (for hat train --task lm)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -56,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     space = load_any_space(args.space)
     if not Path(args.config).is_file():
         raise HatError(f"{args.config}: no such file")
+    if Path(args.config).suffix == ".csv" or args.row is not None or args.save:
+        return _front_row_info(args, space)
     lm_config = is_lm_file(args.config)
     if lm_config and not isinstance(space, LMSpace):
         raise HatError(f"{args.config}: a decoder-only LM config (task: lm), but space {space.name} is a translation "
@@ -82,8 +90,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lm_info(args: argparse.Namespace, space: LMSpace) -> int:
-    cfg = space.validate(load_lm_config(args.config), source=args.config)
+def _front_row_info(args: argparse.Namespace, space: Any) -> int:
+    """A row of an LM front CSV: validated against `space`, described, and with --save written."""
+    if Path(args.config).suffix != ".csv" or args.row is None:
+        raise HatError(f"{args.config}: --row and --save read a front CSV of `hat search --task lm`: give the CSV "
+                       "and --row N")
+    if not isinstance(space, LMSpace):
+        raise HatError(f"{args.config}: an LM front, but space {space.name} is a translation space: give the LM space "
+                       "it was searched in (e.g. --space lm-tiny)")
+    if args.save and Path(args.save).is_dir():
+        raise HatError(f"--save {args.save} is a directory; give the LM config file to write (e.g. lm.yml)")
+    from hat.search.lm_front import read_lm_front_row  # noqa: PLC0415
+
+    raw, cols = read_lm_front_row(args.config, args.row)
+    cfg = space.validate(raw, source=f"{args.config} row {args.row}")
+    if args.save:
+        meta = {"space": space.name, "front": str(args.config), "row": args.row,
+                **{k: float(cols[k]) for k in ("latency_ms", "memory_bytes") if cols.get(k)}}
+        save_lm_config(cfg, args.save, meta)
+    code = _lm_info(args, space, cfg)
+    if args.save and not args.json:
+        print(f"wrote {args.save}")
+    return code
+
+
+def _lm_info(args: argparse.Namespace, space: LMSpace, cfg: Any = None) -> int:
+    cfg = cfg if cfg is not None else space.validate(load_lm_config(args.config), source=args.config)
     prompt = args.prompt_len if args.prompt_len is not None else space.max_positions // 2
     gen = args.gen_len if args.gen_len is not None else space.max_positions - prompt
     params, dec, m = lm_params(cfg, space), lm_decoder_params(cfg), lm_macs(cfg, space, prompt, gen)

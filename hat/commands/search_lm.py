@@ -7,7 +7,9 @@
 NSGA-II (hat.search.lm_nsga2) over (decoder parameters, latency, peak memory): latency and memory
 from an `lm-cost` predictor (`hat fit-predictor` on `hat measure --space LM_SPACE` rows), or
 `--predictor measure`: timed on this machine for every new candidate. The constraints hold the
-point prediction. Writes the front (OUT.csv, fastest first), its plot (OUT.png) and a state file
+point prediction. Writes the front (OUT.csv, fastest first), its plot (OUT.png), the member with the
+most decoder parameters (LTS's pick within the constraints) as an LM config (OUT.best.yml, for `hat
+train --task lm subnet=...`; any other row: `hat info OUT.csv --row N --save`) and a state file
 (OUT.state.json; a rerun resumes, `--no-resume` starts over); prints the search time and the share
 spent predicting or measuring. Translation-only inputs (checkpoint, data, verify, ...) and a
 translation space or predictor are refused in one line, before anything is written.
@@ -23,9 +25,9 @@ from typing import Any
 from hat.errors import HatError
 from hat.files import files_digest
 from hat.latency.devices import resolve_device
-from hat.search.lm_front import plot_lm_front, write_lm_front_csv
+from hat.search.lm_front import best_member, plot_lm_front, write_lm_front_csv
 from hat.search.lm_nsga2 import LMObjectives, LMSearchSettings, lm_nsga2_search
-from hat.space import LMSpace, load_any_space
+from hat.space import LMSpace, load_any_space, save_lm_config
 
 TASKS = ("translation", "lm")
 
@@ -122,6 +124,13 @@ def run_lm_search(args: argparse.Namespace) -> int:
     result = lm_nsga2_search(space, objectives, settings, args.latency_constraint, mem_cap, state,
                              resume=not args.no_resume, fingerprint=fp, progress=not args.no_progress)
     write_lm_front_csv(out, result, space)
+    best = result.evaluated[best_member(result)]
+    best_yml = Path(f"{stem}.best.yml")
+    save_lm_config(best.cfg, best_yml, {
+        "space": space.name, "front": str(out), "latency_ms": round(best.latency_ms, 4),
+        "memory_mib": round(best.memory_bytes / 2**20, 4), "decoder_params": best.decoder_params,
+        "objectives": objectives.name, "latency_constraint": args.latency_constraint,
+        "memory_constraint_mib": args.memory_constraint})
     try:
         plot_lm_front(png, result, title=f"{space.name}: NSGA-II, {len(result.evaluated)} candidates, {objectives.name}")
     except Exception as e:  # noqa: BLE001  (a plotting problem must not lose the front)
@@ -133,7 +142,9 @@ def run_lm_search(args: argparse.Namespace) -> int:
     for i in result.front[:3] + result.front[-3:] if len(result.front) > 6 else result.front:
         c = result.evaluated[i]
         print(f"  {c.latency_ms:8.3f} ms {c.memory_bytes / 2**20:8.2f} MiB {c.decoder_params / 1e6:7.3f} M  {c.cfg.describe()}")
-    print(f"wrote {out}, {png}, {state}")
+    print(f"most decoder parameters within the constraints: {best.cfg.describe()} ({best.latency_ms:.3f} ms, "
+          f"{best.memory_bytes / 2**20:.2f} MiB, {best.decoder_params / 1e6:.3f} M)")
+    print(f"wrote {out}, {png}, {best_yml}, {state}")
     print(json.dumps({"front": len(result.front), "evaluated": len(result.evaluated), "elapsed_s": round(result.elapsed, 3),
                       "objective_s": round(result.objective_seconds, 3), "objective_share": round(share, 4)}))
     return 0

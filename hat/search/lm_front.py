@@ -5,9 +5,10 @@ import csv
 import json
 from pathlib import Path
 
+from hat.errors import ConfigError
 from hat.files import atomic_open, save_figure
 from hat.search.lm_nsga2 import LMSearchResult
-from hat.space import LMSpace, lm_params
+from hat.space import LMConfig, LMSpace, lm_params
 
 FRONT_COLUMNS = ("decoder_params", "latency_ms", "memory_bytes", "params", "summary", "config_json")
 
@@ -21,6 +22,34 @@ def write_lm_front_csv(path: str | Path, result: LMSearchResult, space: LMSpace)
             c = result.evaluated[i]
             w.writerow([c.decoder_params, f"{c.latency_ms:.6g}", f"{c.memory_bytes:.0f}", lm_params(c.cfg, space),
                         c.cfg.describe(), json.dumps(c.cfg.to_dict(), separators=(",", ":"))])
+
+
+def best_member(result: LMSearchResult) -> int:
+    """The front member with the most decoder parameters (LTS's pick within the constraints; ties:
+    the faster)."""
+    return max(result.front, key=lambda i: (result.evaluated[i].decoder_params, -result.evaluated[i].latency_ms))
+
+
+def read_lm_front_row(path: str | Path, row: int) -> tuple[LMConfig, dict[str, str]]:
+    """Row `row` (1 = the fastest) of a front CSV `write_lm_front_csv` wrote: its config and its
+    columns; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if "config_json" not in (reader.fieldnames or []):
+            raise ConfigError(f"{path}: not an LM front CSV (no config_json column; `hat search --task lm` writes one)")
+        rows = list(reader)
+    if not 1 <= row <= len(rows):
+        raise ConfigError(f"{path}: --row {row} is out of range (the front has {len(rows)} rows, 1 = the fastest)")
+    try:
+        data = json.loads(rows[row - 1]["config_json"])
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: row {row}: config_json is not JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: row {row}: config_json is not a config")
+    return LMConfig.from_dict(data, source=f"{path} row {row}"), rows[row - 1]
 
 
 def plot_lm_front(path: str | Path, result: LMSearchResult, title: str = "") -> None:
