@@ -277,7 +277,7 @@ def evaluate_ppl(checkpoint: str | Path, data_dir: str | Path, subset: str = "va
     lang, dictionary = lm_side(data_dir, ckpt["vocabulary"].get("lang"))
     if dictionary.symbols != ckpt["vocabulary"]["symbols"]:
         raise DataError(f"{data_dir}: its {lang} dictionary is not the one {checkpoint} was trained with "
-                        "(prepare the text with that model's vocabulary)")
+                        "(prepare the text with its vocabulary: hat prepare mono --spm-model CHECKPOINT)")
     if not (data_dir / f"{subset}.{lang}.idx").is_file():
         have = sorted({p.name.split(".")[0] for p in data_dir.glob(f"*.{lang}.idx")})
         raise DataError(f"{data_dir}: no subset {subset!r} (have: {', '.join(have) or 'none'})")

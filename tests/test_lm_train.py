@@ -93,10 +93,14 @@ def test_translation_loaders_refuse_an_lm_directory(work):
     (["--lang", "e/n"], "a file suffix"),
     (["--input", "EMPTY"], "file is empty"),
     (["--input", "MISSING"], "file not found"),
+    (["--spm-model", "MISSING"], "no such LM checkpoint, data directory"),
+    (["--spm-model", "NOTLM"], "not a decoder-only LM checkpoint"),
+    (["--spm-model", "EMPTY"], "EMPTY"),
 ])
 def test_prepare_mono_refuses_bad_input_writing_nothing(work, tmp_path, capsys, argv, needle):
     (tmp_path / "EMPTY").write_text("")
-    argv = [str(tmp_path / a) if a in ("EMPTY", "MISSING") else a for a in argv]
+    save_torch({"format": "something-else"}, tmp_path / "NOTLM")
+    argv = [str(tmp_path / a) if a in ("EMPTY", "MISSING", "NOTLM") else a for a in argv]
     base = {"--input": str(work / "text.txt")}
     base.update(dict(zip(argv[::2], argv[1::2])))
     out = tmp_path / "out"
@@ -180,6 +184,33 @@ def test_evaluate_ppl_equals_the_models_perplexity_on_the_same_blocks(trained, w
         assert (res["tokens"], res["blocks"], res["subset"]) == (blocks.num_tokens, len(blocks), subset)
     assert res["ppl"] < 64 and _logged(trained, "valid")[-1]["ppl"] == pytest.approx(
         perplexity(model, LMBlocks.from_data(work / "data", "valid", 16, 64).batches(8)), rel=1e-6)  # batch 8, as trained
+
+
+def test_new_text_prepared_in_a_trained_models_vocabulary_is_scored(trained, work, tmp_path, capsys):
+    ckpt = trained / "checkpoint_last.pt"
+    rng = random.Random(5)
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(8)) for _ in range(60)) + "\n")
+    symbols = load_lm_checkpoint(ckpt)["vocabulary"]["symbols"]
+    ppl = {}
+    for name, source in (("ckpt", ckpt), ("dir", work / "data"), ("model", work / "data" / "spm.model")):
+        out = tmp_path / name
+        assert main(["prepare", "mono", "--input", str(other), "--lang", "en", "--valid-share", "0.5",
+                     "--spm-model", str(source), "--out", str(out)]) == 0
+        assert (out / "spm.model").read_bytes() == (work / "data" / "spm.model").read_bytes()
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["vocabulary_from"] == str(source) and meta["unk_share"] == 0
+        if name == "model":  # a bare SentencePiece model: the dictionary is counted on the new text
+            continue
+        assert Dictionary.load(out / "dict.en.txt").symbols == symbols
+        capsys.readouterr()
+        assert main(["evaluate", "--ppl", "--model", str(ckpt), "--data", str(out), "--json"]) == 0
+        ppl[name] = json.loads(capsys.readouterr().out)["ppl"]
+    assert ppl["ckpt"] == ppl["dir"] and 1 < ppl["ckpt"] < 64
+    stamp = (tmp_path / "ckpt" / "valid.en.bin").stat().st_mtime_ns  # a rerun asking for the same is skipped
+    assert main(["prepare", "mono", "--input", str(other), "--lang", "en", "--valid-share", "0.5",
+                 "--spm-model", str(ckpt), "--out", str(tmp_path / "ckpt")]) == 0
+    assert (tmp_path / "ckpt" / "valid.en.bin").stat().st_mtime_ns == stamp
 
 
 # ---------------------------------------------------------------------------------------- export

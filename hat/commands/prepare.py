@@ -35,6 +35,8 @@ MONO_EXAMPLES = """examples:
   # your own monolingual text, one sentence or paragraph per line, for a decoder-only LM
   hat prepare mono --input corpus.txt --lang en --out data/mine.lm
   hat prepare mono --input corpus.txt --valid-share 0.05 --test-share 0.05 --vocab-size 8000 --out data/mine.lm
+  # new text in the vocabulary of a trained LM (then: hat evaluate --ppl --data data/other.lm)
+  hat prepare mono --input other.txt --lang en --spm-model checkpoints/lm/checkpoint_best.pt --out data/other.lm
   # (a parallel directory, e.g. hat prepare debian's, trains an LM on its target side as it is)
 """
 
@@ -98,6 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--lang", default="text", help="language code (file suffix)")
     m.add_argument("--valid-share", type=float, default=0.05, help="share of the lines held out for validation")
     m.add_argument("--test-share", type=float, default=0.0, help="share of the lines held out for a test split")
+    m.add_argument("--spm-model", help="reuse this vocabulary instead of training one: a `hat train --task lm` "
+                                       "checkpoint, a prepared directory (an LM one, or a parallel one's --lang or "
+                                       "target side), an LM ONNX export directory, or a SentencePiece .model")
     _common(m)
     m.set_defaults(func=_run_mono)
 
@@ -205,10 +210,48 @@ def _run_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def lm_vocabulary(path: str, lang: str) -> Vocabulary:
+    """The vocabulary (SentencePiece model and dictionary) of a decoder-only LM checkpoint, an LM
+    ONNX export, a prepared directory (an LM one; a parallel one's `lang` side, else its target
+    side, as `hat train --task lm` reads it) or a SentencePiece .model (its dictionary: counted on
+    the new text)."""
+    p = Path(path)
+    if p.is_dir() and (p / "lm_onnx.json").is_file():
+        dicts = sorted(p.glob("dict.*.txt"))
+        if len(dicts) != 1 or not (p / "spm.model").is_file():
+            raise DataError(f"{p}: an LM export without its spm.model and one dict.LANG.txt")
+        return Vocabulary((p / "spm.model").read_bytes(), Dictionary.load(dicts[0]), None, str(p))
+    if p.is_dir():
+        from hat.data.dataset import read_meta  # noqa: PLC0415
+        from hat.data.lm import lm_side  # noqa: PLC0415
+
+        lm_dir = read_meta(p).get("task") == "lm"
+        meta = read_meta(p, ("lang",) if lm_dir else ("src", "tgt"))
+        langs = (meta["lang"],) if lm_dir else (meta["src"], meta["tgt"])
+        _, d = lm_side(p, lang if lang in langs else None)
+        if not (p / "spm.model").is_file():
+            raise DataError(f"{p / 'spm.model'}: SentencePiece model not found")
+        return Vocabulary((p / "spm.model").read_bytes(), d, None, str(p))
+    if not p.is_file():
+        raise DataError(f"{p}: no such LM checkpoint, data directory, LM export or SentencePiece model")
+    from hat.model.lm_checkpoint import is_lm_checkpoint, load_lm_checkpoint  # noqa: PLC0415
+
+    if is_lm_checkpoint(p):
+        v = load_lm_checkpoint(p)["vocabulary"]
+        return Vocabulary(bytes(v["spm_model"]), Dictionary.from_counts((s, 0) for s in v["symbols"][4:]), None, str(p))
+    if p.read_bytes()[:4] == b"PK\x03\x04":
+        raise DataError(f"{p}: a torch file that is not a decoder-only LM checkpoint (`hat train --task lm` writes one)")
+    from hat.data.tokenizer import load_spm  # noqa: PLC0415
+
+    load_spm(p)  # refuses a file that is not one
+    return Vocabulary(p.read_bytes(), None, None, str(p))
+
+
 def _run_mono(args: argparse.Namespace) -> int:
     _setup_logging()
+    vocab = lm_vocabulary(args.spm_model, args.lang) if args.spm_model else None
     meta = prepare_mono(args.out, args.input, args.lang, valid_share=args.valid_share, test_share=args.test_share,
-                        vocab_size=args.vocab_size, seed=args.seed, command=_command(args))
+                        vocab_size=args.vocab_size, seed=args.seed, command=_command(args), vocab=vocab)
     print(mono_summary(meta))
     print(f"wrote {args.out}")
     return 0

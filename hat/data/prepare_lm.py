@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hat.data.dataset import write_indexed
+from hat.data.dataset import BIN_DTYPE, write_indexed
 from hat.data.dictionary import Dictionary
-from hat.data.prepare import SHRUNK, log, run_stage
+from hat.data.prepare import SHRUNK, Vocabulary, log, run_stage
 from hat.data.text import read_lines, write_lines
 from hat.data.tokenizer import dictionary_from_spm, load_spm, train_spm
 from hat.errors import DataError
-from hat.files import atomic_write_text
+from hat.files import atomic_write_bytes, atomic_write_text
 
 LM_SPLITS = ("train", "valid", "test")
 
@@ -49,7 +49,8 @@ def split_lines(lines: list[str], valid_share: float, test_share: float, source:
 
 
 def prepare_mono(out: str | Path, text: str | Path, lang: str = "text", *, valid_share: float = 0.05,
-                 test_share: float = 0.0, vocab_size: int = 8000, seed: int = 1, command: str = "") -> dict:
+                 test_share: float = 0.0, vocab_size: int = 8000, seed: int = 1, command: str = "",
+                 vocab: Vocabulary | None = None) -> dict:
     """Build the LM directory `out` from the UTF-8 text file `text` (one sentence or paragraph
     per line); returns meta."""
     out, text = Path(out), Path(text)
@@ -73,17 +74,22 @@ def prepare_mono(out: str | Path, text: str | Path, lang: str = "text", *, valid
     run_stage(out, "raw", raw_params, [raw / f"{n}.{lang}" for n in splits], write_raw)
 
     model = out / "spm.model"
-    spm_params = {"raw": raw_params, "vocab_size": vocab_size, "seed": seed}
-    run_stage(out, "spm", spm_params, [model, out / "spm.vocab"],
-              lambda: train_spm(splits["train"], out / "spm", vocab_size, seed=seed))
+    if vocab is None:
+        spm_params: dict = {"raw": raw_params, "vocab_size": vocab_size, "seed": seed}
+        run_stage(out, "spm", spm_params, [model, out / "spm.vocab"],
+                  lambda: train_spm(splits["train"], out / "spm", vocab_size, seed=seed))
+    else:
+        spm_params = {"raw": raw_params, "vocab": vocab.digest()}
+        (out / "spm.vocab").unlink(missing_ok=True)
+        run_stage(out, "spm", spm_params, [model], lambda: atomic_write_bytes(model, vocab.spm_bytes))
     sp = load_spm(model)
-    if sp.get_piece_size() < SHRUNK * vocab_size:
+    if vocab is None and sp.get_piece_size() < SHRUNK * vocab_size:
         log.warning("%s: SentencePiece learned only %d pieces of the %d requested (the training text is small); "
                     "pass --vocab-size %d to make this explicit", model, sp.get_piece_size(), vocab_size,
                     sp.get_piece_size())
     dict_path = out / f"dict.{lang}.txt"
-    run_stage(out, "dict", spm_params, [dict_path], lambda: dictionary_from_spm(sp, tqdm(
-        splits["train"], desc="count pieces", unit="line", disable=None, leave=False)).save(dict_path))
+    run_stage(out, "dict", spm_params, [dict_path], lambda: ((vocab.src_dict if vocab else None) or dictionary_from_spm(
+        sp, tqdm(splits["train"], desc="count pieces", unit="line", disable=None, leave=False))).save(dict_path))
     d = Dictionary.load(dict_path)
 
     def binarize() -> None:
@@ -94,12 +100,19 @@ def prepare_mono(out: str | Path, text: str | Path, lang: str = "text", *, valid
               binarize)
     meta = {
         "task": "lm", "lang": lang, "vocab_size": len(d), "spm_vocab_size": sp.get_piece_size(),
-        "requested_vocab_size": vocab_size, "seed": seed, "input": str(text),
+        "requested_vocab_size": None if vocab else vocab_size, "seed": seed, "input": str(text),
         "valid_share": valid_share, "test_share": test_share,
         "splits": {n: len(part) for n, part in splits.items()},
         "tokens": {n: int(np.fromfile(out / f"{n}.{lang}.idx", dtype=np.int64)[-1]) for n in splits},
         "command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if vocab:
+        meta["vocabulary_from"] = vocab.source
+        ids = np.fromfile(out / f"train.{lang}.bin", dtype=BIN_DTYPE)
+        meta["unk_share"] = round(float((ids == d.unk).mean()), 6) if ids.size else 0.0
+        if meta["unk_share"]:
+            log.warning("%.2f %% of the training tokens are <unk> in the reused vocabulary (%s)",
+                        100 * meta["unk_share"], vocab.source)
     atomic_write_text(out / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return meta
 
