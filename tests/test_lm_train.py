@@ -3,12 +3,8 @@ SIGKILL-resume), `hat evaluate --ppl`, ONNX export with a KV cache, and the one-
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +20,8 @@ from hat.model import perplexity
 from hat.model.lm_checkpoint import is_lm_checkpoint, load_lm, load_lm_checkpoint
 from hat.train.lm import LMTrainer
 from hat.train.lm_config import load_lm_train_config
+from helpers import kill_at_first_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 WORDS = "the house cat dog is very big small red garden tree green and fast old a on sees".split()
 SPACE = {"version": 1, "task": "lm", "name": "micro-lm", "vocab_size": 64, "max_positions": 16,
          "choices": {"layer_num": [1, 2], "embed_dim": [16, 32], "ffn_embed_dim": [32, 64], "attention_heads": [2]}}
@@ -149,12 +145,7 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(work, tmp_path, capsys
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "hat", "train", "--task", "lm", f"space={work / 'space.yaml'}",
            f"subnet={work / 'arch.yml'}", f"data={work / 'data'}", f"save_dir={killed}", *TRAIN, *over]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    deadline = time.time() + 60
-    while not (killed / "checkpoint_last.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at_first_checkpoint(cmd, killed)
     at = load_lm_checkpoint(killed / "checkpoint_last.pt")["update"]
     assert 10 <= at < 200, "the run must have been killed mid-way"
     capsys.readouterr()

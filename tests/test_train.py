@@ -5,10 +5,8 @@ import json
 import math
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from hat.model.checkpoint import load_checkpoint, load_super_checkpoint
 from hat.train import LRSchedule, Sampler, distill_loss, label_smoothed_nll_loss
 from hat.train.config import load_train_config
 from hat.train.trainer import Trainer
+from helpers import kill_at_first_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,12 +186,7 @@ def test_sigkill_then_resume_is_bitwise_identical(work, tmp_path, capsys):
     assert _train(work, ref, *over) == 0
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "hat", "train", "--config", str(work / "cfg.yaml"), f"save_dir={killed}", *over]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    deadline = time.time() + 60
-    while not (killed / "checkpoint_last.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at_first_checkpoint(cmd, killed)
     at = load_checkpoint(killed / "checkpoint_last.pt")["update"]
     assert 10 <= at < 150, "the run must have been killed mid-way"
     capsys.readouterr()

@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -17,7 +14,8 @@ from hat.space import load_space, save_subconfig
 from hat.train import LRSchedule
 from hat.train.config import load_train_config
 from hat.train.trainer import Trainer
-from test_train import ROOT, _train, trained, work  # noqa: F401  (module fixtures)
+from helpers import kill_at_first_checkpoint
+from test_train import _train, trained, work  # noqa: F401  (module fixtures)
 
 
 class FakeClock:
@@ -74,9 +72,12 @@ def test_warmup_share_needs_a_budget(work, tmp_path, capsys):
 
 
 def test_budget_stops_anneals_and_survives_a_resume(work, tmp_path, monkeypatch):
+    import hat.train.loop as L
     import hat.train.trainer as T
 
-    monkeypatch.setattr(T, "time", FakeClock(step=1.0))  # every clock read: +1 s
+    clock = FakeClock(step=1.0)  # every clock read: +1 s (the loop's and the trainer's, one clock)
+    monkeypatch.setattr(L, "time", clock)
+    monkeypatch.setattr(T, "time", clock)
     out = tmp_path / "budget"
     # 1 minute of budget; max_updates far away, so only the clock can stop the run
     assert _train(work, out, "max_updates=100000", "budget_minutes=1", "save_interval=5", "validate_interval=1000") == 0
@@ -105,12 +106,8 @@ def test_a_killed_budget_run_resumes_from_its_timed_save_with_its_clock(work, tm
             "save_interval=100000", "validate_interval=100000", "log_interval=1"]
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "hat", "train", "--config", str(work / "cfg.yaml"), f"save_dir={run}", *over]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    deadline = time.time() + 120
-    while not (run / "checkpoint_last.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run must have been killed, not have finished"
+    status = kill_at_first_checkpoint(cmd, run, timeout_s=120)
+    assert status == -signal.SIGKILL, "the run must have been killed, not have finished"
     saved = load_checkpoint(run / "checkpoint_last.pt")  # the timed save: no update-interval save came
     assert 0 < saved["update"] and 0 < saved["elapsed_s"] < budget_s
     capsys.readouterr()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import random
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,7 +27,8 @@ from hat.files import atomic_write_text, remove_stale_temps, save_torch
 from hat.model.lm import LMArgs, StandaloneLM, perplexity
 from hat.model.lm_checkpoint import FORMAT, FORMAT_VERSION, load_lm_checkpoint
 from hat.space.lm import load_lm_config, load_lm_space
-from hat.train.log import Progress, TrainLog
+from hat.train.log import TrainLog
+from hat.train.loop import run_updates
 from hat.train.optim import LRSchedule, build_optimizer
 from hat.train.rng import update_seed
 from hat.train.state import restore_run_state, run_state
@@ -173,43 +173,8 @@ class LMTrainer:
         if self.update >= c.max_updates:
             print(f"hat train: {self.save_dir} already reached max_updates={c.max_updates}", file=sys.stderr)
             return self._result(self.valid_history[-1] if self.valid_history else None)
-        bar = Progress(c.max_updates, self.update, c.budget_minutes, self.elapsed_s, c.progress)
-        t_start = t0 = time.time()
-        win_loss = win_tok = 0.0
-        last_valid, saved_at, validated_at = None, -1, -1
-        elapsed0 = saved_s = self.elapsed_s
-        while self.update < c.max_updates and self.progress() < 1.0:
-            if c.max_epochs and self.epoch > c.max_epochs:
-                break
-            stats = self.train_step()
-            self.elapsed_s = elapsed0 + time.time() - t_start
-            win_loss += stats["loss"] * stats["ntokens"]
-            win_tok += stats["ntokens"]
-            bar.step(self.elapsed_s)
-            u = self.update
-            if u % c.log_interval == 0 or u == c.max_updates:
-                dt = max(time.time() - t0, 1e-9)
-                rec = {"update": u, "epoch": self.epoch, "loss": win_loss / max(win_tok, 1), "lr": stats["lr"],
-                       "tokens_per_s": win_tok / dt, "elapsed_s": round(self.elapsed_s, 1),
-                       "tokens_seen": self.tokens_seen}
-                bar.postfix(update=str(u), loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
-                self.log.write({"train": rec})
-                t0, win_loss, win_tok = time.time(), 0.0, 0.0
-            best = False
-            if u % c.validate_interval == 0:
-                last_valid, best = self._validate_and_log()
-                validated_at = u
-            timed = c.save_interval_minutes and self.elapsed_s - saved_s >= 60 * c.save_interval_minutes
-            if u % c.save_interval == 0 or best or timed:
-                self.save(best=best)
-                saved_at, saved_s = u, self.elapsed_s
-        bar.close()
-        if validated_at != self.update:
-            last_valid, best = self._validate_and_log()
-            if best or saved_at != self.update:
-                self.save(best=best)
-        elif saved_at != self.update:
-            self.save()
+        last_valid = run_updates(self, validate=lambda t_start: self._validate_and_log(),
+                                 save=lambda best, numbered: self.save(best=best), show_progress=c.progress)
         return self._result(last_valid)
 
     def _result(self, valid: dict | None) -> dict[str, Any]:

@@ -31,7 +31,8 @@ from hat.space import describe, load_space, load_subconfig
 from hat.train import distributed as D
 from hat.train.config import model_args
 from hat.train.distill import Teacher
-from hat.train.log import Progress, TrainLog
+from hat.train.log import TrainLog
+from hat.train.loop import run_updates
 from hat.train.loss import distill_loss, label_smoothed_nll_loss
 from hat.train.optim import LRSchedule, build_optimizer
 from hat.train.rng import update_seed
@@ -307,53 +308,9 @@ class Trainer:
                 print(f"hat train: {self.save_dir} already reached max_updates={c.max_updates}", file=sys.stderr)
             return {"update": self.update, "valid": self.valid_history[-1] if self.valid_history else None,
                     "subnet_digest": self.subnet_digest}
-        bar = Progress(c.max_updates, self.update, c.budget_minutes, self.elapsed_s, master and c.progress)
-        t_start = t0 = time.time()
-        tok0 = win_loss = win_tok = 0.0
-        last_valid, saved_at, validated_at = None, -1, -1
-        elapsed0 = saved_s = self.elapsed_s
-        while self.update < c.max_updates:
-            if c.max_epochs and self.epoch > c.max_epochs:
-                break
-            if c.stop_time_minutes and time.time() - t_start > 60 * c.stop_time_minutes:
-                break
-            if self.progress() >= 1.0:
-                break
-            stats = self.train_step()
-            self.elapsed_s = elapsed0 + self._agreed(time.time() - t_start)
-            tok0 += stats["ntokens"]
-            win_loss += stats["loss"] * stats["ntokens"]
-            win_tok += stats["ntokens"]
-            bar.step(self.elapsed_s)
-            u = self.update
-            if u % c.log_interval == 0 or u == c.max_updates:
-                dt = max(time.time() - t0, 1e-9)
-                rec = {"update": u, "epoch": self.epoch, "loss": win_loss / max(win_tok, 1), "lr": stats["lr"],
-                       "tokens_per_s": tok0 / dt, "wall_s": round(time.time() - t_start, 1),
-                       "elapsed_s": round(self.elapsed_s, 1), "tokens_seen": self.tokens_seen}
-                bar.postfix(update=str(u), loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}",
-                            lr=f"{stats['lr']:.2e}")
-                self.log.write({"train": rec})
-                if self.writer:
-                    self.writer.add_scalar("train/loss", rec["loss"], u)
-                    self.writer.add_scalar("train/lr", stats["lr"], u)
-                    self.writer.add_scalar("train/tokens_per_s", rec["tokens_per_s"], u)
-                t0, tok0, win_loss, win_tok = time.time(), 0.0, 0.0, 0.0
-            best = False
-            if u % c.validate_interval == 0:
-                last_valid, best = self._validate_and_log(t_start)
-                validated_at = u
-            timed = c.save_interval_minutes and self.elapsed_s - saved_s >= 60 * c.save_interval_minutes
-            if u % c.save_interval == 0 or best or timed:
-                self.save(best=best, numbered=u % c.save_interval == 0)
-                saved_at, saved_s = u, self.elapsed_s
-        bar.close()
-        if validated_at != self.update:
-            last_valid, best = self._validate_and_log(t_start)
-            if best or saved_at != self.update:
-                self.save(best=best)
-        elif saved_at != self.update:
-            self.save()
+        last_valid = run_updates(self, validate=self._validate_and_log, save=self.save,
+                                 show_progress=master and c.progress, agree=self._agreed,
+                                 stop_minutes=c.stop_time_minutes, wall_s=True, lr_postfix=True, writer=self.writer)
         digests = D.all_gather_object(self.subnet_digest, self.env)
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks trained different subnets: {digests}")
