@@ -14,16 +14,14 @@ LTS's "Spearman above 0.9" is this with the sign flipped), median [min, max] ove
 budget's ranking agrees with the longest one's, and seed vs seed. The smaller budgets are read from
 the longest run's validations, so their learning rate has not annealed; `--separate` trains one run
 per budget instead (its own schedule), at the sum of the budgets' cost.
-front: the searched front against the strongest uniformly scaled GPT-style design (one FFN width and
-head count in every layer) within the same budget. Each member of an LM front (`--front CSV` of `hat
-search --task lm`, else that search is run with --predictor) is a budget: its own predicted latency
-and memory. The uniform design with the most decoder parameters within both is its baseline; their
-parameter ratio is the proxy's gain, reported over the whole front. `--k` members spread over latency,
-among those whose gain is at least `--min-gain`, are trained alike with their baselines (same runs as
-rank: budget, seeds): perplexity at each latency. `--measure R` also times each pair on this machine,
-R interleaved rounds (front, uniform, front, ...) of `--device`'s protocol, so "the same latency" is
-checked by measurement and not only by the predictor (run it when nothing else runs: the training runs
-are read back, not retrained).
+front: each member of an LM front (`--front CSV` of `hat search --task lm`, else that search is run with
+--predictor) between two uniformly scaled GPT-style designs, trained alike (same runs as rank: budget,
+seeds): the strongest within its predicted latency and memory, and the fastest with at least its
+decoder parameters, latency and memory; reported: perplexity, and the member against the line between
+the two at its latency. `--k` members spread over latency, among those with at least `--min-gain` times
+the parameters of the uniform design below. `--measure R` also times every design on this machine, R
+interleaved rounds (run it when nothing else runs: the training runs are read back, not retrained).
+See bench_lm_front.py.
 searchtime: `hat measure` of --samples configs, `hat fit-predictor`, `hat search --task lm` with its
 default budget: wall time per stage, the share spent measuring, the front size; `--measure-search`
 adds a search timing every candidate on this machine (`--predictor measure`, a smaller budget).
@@ -33,7 +31,7 @@ checkpoint); every part appends to --json and prints markdown tables.
 
 Time at the defaults on 2 CPU cores, from one update (16 x 128 tokens, forward, backward, AdamW) timed
 on one core: 0.3 s for lm-tiny's smallest model, 1.1 s for its largest, so 600 updates take 3-11
-minutes. rank: 12 architectures x 2 seeds = 24 runs, about 2.5 h; front: 4 pairs x 2 seeds (runs
+minutes. rank: 12 architectures x 2 seeds = 24 runs, about 2.5 h; front: 4 members x 3 designs x 2 seeds (runs
 shared with rank are reused), about 1.5 h; searchtime: 200 configs at about 1.1 s each (cpu-2core's
 protocol, 5 + 20 generations of 32 + 32 tokens) and a search of seconds, about 4 min (+ about 3 min
 for the 120 candidates of --measure-search).
@@ -85,14 +83,6 @@ def pick_architectures(space: LMSpace, n: int, seed: int, key: Callable[[LMConfi
     chosen = spread_over_latency(pool, [key(c) for c in pool], n, keep=chosen)[:n]
     kinds = {ends[0]: "smallest", ends[1]: "largest", **{c: "uniform" for c in uni if c not in ends}}
     return [(kinds.get(c, "sampled"), c) for c in chosen]
-
-
-def strongest_within(lat: float, mem: float, lats: Sequence[float], mems: Sequence[float],
-                     params: Sequence[float]) -> int | None:
-    """Index of the design with the most parameters whose latency and memory are both within
-    (lat, mem) (ties: the lower latency, then the first); None when none fits."""
-    ok = [i for i in range(len(lats)) if lats[i] <= lat and mems[i] <= mem]
-    return max(ok, key=lambda i: (params[i], -lats[i], -i)) if ok else None
 
 
 def validations(log: Path) -> dict[int, dict[str, Any]]:
@@ -220,7 +210,10 @@ def part_rank(a: argparse.Namespace) -> None:
     pred = _lm_predictor(a, space) if a.predictor else None
     key = (lambda c: float(pred.predict([c])[0])) if pred else lm_decoder_params
     rows = []
+    shard, shards = _shard(a)
     for i, (kind, cfg) in enumerate(pick_architectures(space, a.n, a.seed, key)):
+        if i % shards != shard:
+            continue
         r = {"kind": kind, "config": cfg.to_dict(), "summary": cfg.describe(), "decoder_params": lm_decoder_params(cfg),
              "params": lm_params(cfg, space), "predicted_ms": key(cfg) if pred else None, "runs": {}}
         print(f"[{i + 1}/{a.n}] {kind}: {cfg.describe()}", flush=True)
@@ -228,7 +221,23 @@ def part_rank(a: argparse.Namespace) -> None:
             r["runs"][str(s)] = train(a, cfg, s)
         rows.append(r)
         _save(Path(a.json), "rank", {"updates": budgets, "seeds": seeds, "separate": a.separate, "rows": rows})
-    report_rank(rows, budgets, seeds)
+    if shards == 1:
+        report_rank(rows, budgets, seeds)
+    else:
+        print(f"shard {shard + 1}/{shards} trained; run without --shard for the table (it reads the finished runs)")
+
+
+def _shard(a: argparse.Namespace) -> tuple[int, int]:
+    """(k, n) of `--shard K/N` (1-based K), zero-based k: this process trains architectures k, k+n, ..."""
+    if not a.shard:
+        return 0, 1
+    try:
+        k, n = (int(x) for x in a.shard.split("/"))
+    except ValueError:
+        sys.exit(f"--shard {a.shard}: expected K/N, e.g. 1/2")
+    if not 1 <= k <= n:
+        sys.exit(f"--shard {a.shard}: need 1 <= K <= N")
+    return k - 1, n
 
 
 def report_rank(rows: list[dict], budgets: list[int], seeds: list[int]) -> None:
@@ -253,102 +262,6 @@ def report_rank(rows: list[dict], budgets: list[int], seeds: list[int]) -> None:
         secs = statistics.median(r["runs"][str(s)]["train_s"] for s in seeds)
         print(f"| {r['kind']} | `{r['summary']}` | {r['decoder_params'] / 1e6:.2f} | {r['params'] / 1e6:.2f} | "
               + " | ".join(f"{r['runs'][str(s)]['ppl'][str(b)]:.1f}" for b, s in cols) + f" | {secs:.0f} |")
-
-
-def read_front(path: Path) -> list[LMConfig]:
-    with open(path, newline="") as f:
-        return [LMConfig.from_dict(json.loads(row["config_json"]), source=str(path)) for row in csv.DictReader(f)]
-
-
-def part_front(a: argparse.Namespace) -> None:
-    """Searched front members vs the strongest uniform design within their latency and memory, trained alike."""
-    if not a.predictor:
-        sys.exit("front needs --predictor (an lm-cost file): it predicts the uniform designs' latency and memory")
-    space, seeds, top = load_lm_space(a.space), _seeds(a), _budgets(a)[-1]
-    pred = _lm_predictor(a, space)
-    front = Path(a.front) if a.front else Path(a.work).resolve() / "front" / "front.csv"
-    if not front.is_file():
-        front.parent.mkdir(parents=True, exist_ok=True)
-        hat_cli(["search", "--task", "lm", "--space", a.space, "--predictor", a.predictor, "--out", str(front),
-                 "--no-progress"], front.with_suffix(".out"))
-    members = read_front(front)
-    lat, mem = [float(x) for x in pred.predict(members)], [float(x) for x in pred.predict_memory(members)]
-    uni = uniform_configs(space)
-    ulat, umem = [float(x) for x in pred.predict(uni)], [float(x) for x in pred.predict_memory(uni)]
-    udp = [lm_decoder_params(c) for c in uni]
-    base = [strongest_within(lat[j], mem[j], ulat, umem, udp) for j in range(len(members))]
-    gain = [lm_decoder_params(m) / udp[b] if b is not None else math.nan for m, b in zip(members, base)]
-    known = [g for g in gain if not math.isnan(g)]
-    summary = {"members": len(members), "no_uniform_within": len(members) - len(known),
-               "median_gain": statistics.median(known), "max_gain": max(known),
-               "more_params": sum(g > 1 for g in known), "fewer_params": sum(g < 1 for g in known)}
-    print(f"{front}: {len(members)} members; a member has {summary['median_gain']:.2f}x the decoder parameters of "
-          f"the strongest uniform design within its predicted latency and memory at the median (at most "
-          f"{summary['max_gain']:.2f}x); more in {summary['more_params']}, as many in "
-          f"{len(known) - summary['more_params'] - summary['fewer_params']}, fewer in {summary['fewer_params']}; "
-          f"no uniform design fits {summary['no_uniform_within']}", flush=True)
-    eligible = [j for j, g in enumerate(gain) if g >= a.min_gain]
-    if not eligible:
-        sys.exit(f"no front member has a gain of at least {a.min_gain} over the uniform designs (lower --min-gain)")
-    picked = spread_over_latency(eligible, [lat[j] for j in eligible], a.k)
-    rows = []
-    for j in sorted(picked, key=lambda j: lat[j]):
-        pair = {"gain": gain[j]}
-        for name, c, c_ms, c_mem in (("front", members[j], lat[j], mem[j]),
-                                     ("uniform", uni[base[j]], ulat[base[j]], umem[base[j]])):
-            ppl = [train(a, c, s)["ppl"][str(top)] for s in seeds]
-            pair[name] = {"config": c.to_dict(), "summary": c.describe(), "latency_ms": c_ms,
-                          "memory_mib": c_mem / 2**20, "decoder_params": lm_decoder_params(c), "ppl": ppl}
-        rows.append(pair)
-    if a.measure:
-        measure_pairs(a, space, rows)
-    _save(Path(a.json), "front", {"front_csv": str(front), "predictor": a.predictor, "updates": top, "seeds": seeds,
-                                  "min_gain": a.min_gain, "summary": summary, "pairs": rows})
-    report_front(rows, top, seeds)
-
-
-def measure_pairs(a: argparse.Namespace, space: LMSpace, rows: list[dict]) -> None:
-    """Each pair's latency on this machine: `--measure` rounds, front and uniform interleaved."""
-    from hat.latency.devices import resolve_device  # noqa: PLC0415  (torch-heavy import)
-    from hat.latency.lm_measure import LMMeasurer, LMProtocol  # noqa: PLC0415
-
-    m = LMMeasurer(space, LMProtocol.from_device(resolve_device(a.device), space))
-    for p in rows:
-        cfgs = {k: LMConfig.from_dict(p[k]["config"]) for k in ("front", "uniform")}
-        runs: dict[str, list[float]] = {"front": [], "uniform": []}
-        for _ in range(a.measure):
-            for k in ("front", "uniform"):
-                runs[k].append(m.measure(cfgs[k], memory=False)["latency_ms"])
-        for k in runs:
-            p[k]["measured_ms"] = runs[k]
-            p[k]["measured_mib"] = m.measure(cfgs[k])["peak_memory_bytes"] / 2**20
-        p["measured_ratio"] = [f / u for f, u in zip(runs["front"], runs["uniform"])]
-        print(f"  measured {p['front']['summary']} / {p['uniform']['summary']}: "
-              f"{statistics.median(p['measured_ratio']):.2f}x", flush=True)
-
-
-def report_front(rows: list[dict], top: int, seeds: list[int]) -> None:
-    measured = all("measured_ms" in p["front"] for p in rows)
-    spread = lambda v: f"{statistics.median(v):.1f} [{min(v):.1f}, {max(v):.1f}]"  # noqa: E731
-    print(f"\n{len(rows)} front members vs the strongest uniform design within their predicted latency and memory; "
-          f"{top} updates, perplexity per seed {seeds}" + ("; measured ms median [min, max] over interleaved rounds"
-                                                           if measured else "") + "\n")
-    print("| design | predicted ms | MiB | decoder params (M) | " + ("measured ms | " if measured else "")
-          + "ppl | front - uniform |\n|---|---:|---:|---:|" + ("---:|" if measured else "") + "---:|---:|")
-    for p in rows:
-        f, u = p["front"], p["uniform"]
-        diff = [x - y for x, y in zip(f["ppl"], u["ppl"])]
-        for name, d, last in (("front", f, " / ".join(f"{x:+.1f}" for x in diff)), ("uniform", u, "")):
-            cells = [f"{name} `{d['summary']}`", f"{d['latency_ms']:.1f}", f"{d['memory_mib']:.1f}",
-                     f"{d['decoder_params'] / 1e6:.2f}"]
-            if measured:
-                cells.append(spread(d["measured_ms"]) + f", {d['measured_mib']:.1f} MiB")
-            cells += [" / ".join(f"{x:.1f}" for x in d["ppl"]), last]
-            print("| " + " | ".join(cells) + " |")
-        if measured:
-            r = p["measured_ratio"]
-            print(f"| measured front / uniform latency | | | | {statistics.median(r):.2f}x [{min(r):.2f}, {max(r):.2f}] "
-                  "| | |")
 
 
 def part_searchtime(a: argparse.Namespace) -> None:
@@ -406,6 +319,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default="1,2", help="training seeds")
     p.add_argument("--n", type=int, default=12, help="rank: architectures")
     p.add_argument("--seed", type=int, default=1, help="rank: seed of the sampled architectures")
+    p.add_argument("--shard", metavar="K/N", help="rank: train only every N-th architecture from the K-th (one "
+                                                  "process per core); a run without it reports them all")
     p.add_argument("--predictor", help="lm-cost predictor file (front: required; rank: spread by its latency)")
     p.add_argument("--front", help="front: an LM front CSV (default: search one with --predictor)")
     p.add_argument("--k", type=int, default=4, help="front: members compared")
@@ -423,7 +338,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", default="benchmarks/out/lm")
     p.add_argument("--json", default="benchmarks/out/bench_lm.json")
     a = p.parse_args(argv)
-    {"rank": part_rank, "front": part_front, "searchtime": part_searchtime}[a.part](a)
+    if a.part == "front":
+        from bench_lm_front import part_front  # noqa: PLC0415  (its own module: the front against uniform designs)
+
+        part_front(a)
+    else:
+        {"rank": part_rank, "searchtime": part_searchtime}[a.part](a)
 
 
 if __name__ == "__main__":

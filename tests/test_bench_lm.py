@@ -6,6 +6,7 @@ import importlib.util
 import csv
 import json
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("bench_lm", ROOT / "benchmarks" / "bench_lm.py")
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_lm_front as front  # noqa: E402
 
 MICRO = {"version": 1, "task": "lm", "name": "micro-lm", "vocab_size": 64, "max_positions": 16,
          "choices": {"layer_num": [1, 2], "embed_dim": [16, 32], "ffn_embed_dim": [32, 64], "attention_heads": [2]}}
@@ -49,12 +52,12 @@ def test_uniform_designs_have_one_ffn_width_and_head_count_per_layer():
 
 def test_the_baseline_is_the_strongest_design_within_both_latency_and_memory():
     lat, mem, params = [5.0, 9.0, 12.0, 9.0, 8.0], [1.0, 3.0, 2.0, 2.0, 9.0], [10, 30, 40, 30, 50]
-    assert bench.strongest_within(10.0, 3.0, lat, mem, params) == 1  # 30 params; the first of equals
-    assert bench.strongest_within(10.0, 2.5, lat, mem, params) == 3  # memory rules out the first 30
-    assert bench.strongest_within(12.0, 2.0, lat, mem, params) == 2  # both bounds are inclusive
-    assert bench.strongest_within(100.0, 100.0, lat, mem, params) == 4
-    assert bench.strongest_within(4.9, 100.0, lat, mem, params) is None
-    assert bench.strongest_within(100.0, 0.5, lat, mem, params) is None
+    assert front.strongest_within(10.0, 3.0, lat, mem, params) == 1  # 30 params; the first of equals
+    assert front.strongest_within(10.0, 2.5, lat, mem, params) == 3  # memory rules out the first 30
+    assert front.strongest_within(12.0, 2.0, lat, mem, params) == 2  # both bounds are inclusive
+    assert front.strongest_within(100.0, 100.0, lat, mem, params) == 4
+    assert front.strongest_within(4.9, 100.0, lat, mem, params) is None
+    assert front.strongest_within(100.0, 0.5, lat, mem, params) is None
 
 
 class _CostByParams:
@@ -70,7 +73,29 @@ class _CostByParams:
         return [float(lm_decoder_params(c)) for c in cfgs]
 
 
-def test_front_pairs_each_member_with_the_strongest_uniform_design_within_its_budget(tmp_path, monkeypatch, capsys):
+def test_the_design_above_is_the_fastest_matching_every_objective_and_the_line_interpolates():
+    lat, mem, params = [5.0, 9.0, 12.0, 9.0, 8.0], [1.0, 3.0, 2.0, 2.0, 9.0], [10, 30, 40, 30, 50]
+    assert front.cheapest_matching(6.0, 1.5, 20, lat, mem, params) == 4  # 8 ms; 9 ms (index 1, 3) are slower
+    assert front.cheapest_matching(8.5, 1.5, 20, lat, mem, params) == 3  # 9 ms twice: the less memory
+    assert front.cheapest_matching(9.0, 2.5, 35, lat, mem, params) is None  # 40 params only at 2 MiB
+    assert front.on_the_line(15.0, 10.0, 300.0, 20.0, 200.0) == 250.0
+    assert front.on_the_line(10.0, 10.0, 300.0, 10.0, 200.0) == 300.0
+
+
+class _CostByParams:
+    """A stand-in lm-cost predictor: latency 1 ms per 1,000 decoder params, memory 1 byte per param."""
+
+    def check_space(self, space) -> None:
+        pass
+
+    def predict(self, cfgs):
+        return [lm_decoder_params(c) / 1000 for c in cfgs]
+
+    def predict_memory(self, cfgs):
+        return [float(lm_decoder_params(c)) for c in cfgs]
+
+
+def test_front_places_each_member_between_the_uniform_designs_below_and_above(tmp_path, monkeypatch, capsys):
     space = LMSpace.from_dict({**MICRO, "max_positions": 64})
     (tmp_path / "space.yaml").write_text(yaml.safe_dump({**MICRO, "max_positions": 64}))
     mixed = [LMConfig(2, 32, (32, 64), (2, 2)), LMConfig(2, 16, (64, 32), (2, 2)), space.smallest()]
@@ -79,25 +104,31 @@ def test_front_pairs_each_member_with_the_strongest_uniform_design_within_its_bu
         w.writeheader()
         w.writerows({"config_json": json.dumps(c.to_dict())} for c in mixed)
     trained: list = []
-    monkeypatch.setattr(bench, "_lm_predictor", lambda a, s: _CostByParams())
-    monkeypatch.setattr(bench, "train", lambda a, c, s: trained.append((c, s)) or {"ppl": {"4": 10.0 + s}})
+    dp = lm_decoder_params
+    monkeypatch.setattr(front, "_lm_predictor", lambda a, s: _CostByParams())
+    monkeypatch.setattr(front, "train", lambda a, c, s: trained.append((c, s)) or {"ppl": {"4": 1000 / dp(c) + s}})
     argv = ["front", "--space", str(tmp_path / "space.yaml"), "--predictor", "p.pt", "--front", str(tmp_path / "front.csv"),
             "--k", "3", "--min-gain", "1.01", "--updates", "4", "--seeds", "1,2", "--measure", "2",
             "--json", str(tmp_path / "out.json")]
     bench.main(argv)
     res = json.loads((tmp_path / "out.json").read_text())["front"]
-    dp = lm_decoder_params
     assert res["summary"]["members"] == 3 and res["summary"]["more_params"] == 2  # the smallest is its own baseline
-    pairs = {p["front"]["summary"]: p for p in res["pairs"]}
-    assert set(pairs) == {mixed[0].describe(), mixed[1].describe()}  # the gain-1 member is below --min-gain
-    want = {mixed[0]: LMConfig(2, 32, (32, 32), (2, 2)), mixed[1]: LMConfig(2, 16, (32, 32), (2, 2))}
-    for m, u in want.items():
-        p = pairs[m.describe()]
-        assert p["uniform"]["summary"] == u.describe() and p["gain"] == pytest.approx(dp(m) / dp(u))
-        assert p["front"]["ppl"] == p["uniform"]["ppl"] == [11.0, 12.0]
-        assert len(p["front"]["measured_ms"]) == len(p["measured_ratio"]) == 2 and p["uniform"]["measured_mib"] > 0
-    assert len(trained) == 2 * 2 * 2  # 2 pairs x 2 designs x 2 seeds
-    assert "measured front / uniform latency" in capsys.readouterr().out
+    rows = {r["front"]["summary"]: r for r in res["rows"]}
+    assert set(rows) == {mixed[0].describe(), mixed[1].describe()}  # the gain-1 member is below --min-gain
+    want = {mixed[0]: (LMConfig(2, 32, (32, 32), (2, 2)), LMConfig(2, 32, (64, 64), (2, 2))),
+            mixed[1]: (LMConfig(2, 16, (32, 32), (2, 2)), LMConfig(1, 32, (32,), (2,)))}  # 6.5 k params < 2x16 ffn 64
+    for m, (lo, hi) in want.items():
+        r = rows[m.describe()]
+        assert (r["below"]["summary"], r["above"]["summary"]) == (lo.describe(), hi.describe())
+        assert r["gain"] == pytest.approx(dp(m) / dp(lo))
+        ppl = {k: [1000 / dp(c) + s for s in (1, 2)] for k, c in (("front", m), ("below", lo), ("above", hi))}
+        assert all(r[k]["ppl"] == ppl[k] for k in ppl)
+        x = (dp(m) - dp(lo)) / (dp(hi) - dp(lo))  # latency is proportional to params here
+        line = [b + x * (u - b) for b, u in zip(ppl["below"], ppl["above"])]
+        assert r["front_minus_line"] == pytest.approx([f - y for f, y in zip(ppl["front"], line)])
+        assert all(len(r[k]["measured_ms"]) == 2 and r[k]["measured_mib"] > 0 for k in ("below", "front", "above"))
+    assert len(trained) == 2 * 3 * 2  # 2 members x 3 designs x 2 seeds
+    assert "front - the uniform line at its latency" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no front member has a gain"):
         bench.main([*argv, "--min-gain", "5"])
 
@@ -150,7 +181,16 @@ def test_tiny_rank_end_to_end_trains_once_and_reports(tmp_path, capsys):
             "--updates", "2,4", "--seeds", "1,2", "--threads", "1", "--work", str(tmp_path / "work"),
             "--json", str(tmp_path / "out.json"),
             *[f"--set={kv}" for kv in ("context=16", "batch_size=4", "warmup_updates=1", "log_interval=2")]]
-    bench.main(argv)
+    runs = lambda: list((tmp_path / "work" / "runs").glob("*/s*-u4-v2/result.json"))  # noqa: E731
+    bench.main([*argv, "--shard", "2/2"])  # the second architecture only, both seeds
+    assert len(runs()) == 2 and "shard 2/2 trained" in capsys.readouterr().out
+    bench.main([*argv, "--shard", "1/2"])  # the first and the third
+    assert len(runs()) == 6
+    with pytest.raises(SystemExit, match="need 1 <= K <= N"):
+        bench.main([*argv, "--shard", "3/2"])
+    stamps = {p: p.stat().st_mtime_ns for p in runs()}
+    bench.main(argv)  # the table, from the finished runs
+    assert {p: p.stat().st_mtime_ns for p in runs()} == stamps
     res = json.loads((tmp_path / "out.json").read_text())["rank"]
     assert len(res["rows"]) == 3 and res["updates"] == [2, 4]
     space = LMSpace.from_dict(MICRO)
