@@ -10,10 +10,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def kill_at_first_checkpoint(cmd: list[str], save_dir: Path, timeout_s: float = 60) -> int:
+def kill_at_first_checkpoint(cmd: list[str], save_dir: Path, timeout_s: float = 300) -> int:
     """Start the training command `cmd` in the repository root, wait until it has written
     `save_dir/checkpoint_last.pt` (or exited, or `timeout_s` passed), SIGKILL it and return its
-    exit status (`-signal.SIGKILL` when the kill found it running)."""
+    exit status (`-signal.SIGKILL` when the kill found it running). The wait is long: on a loaded
+    machine starting torch alone can take a minute, and a fast run ends it at once."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.time() + timeout_s
     while not (save_dir / "checkpoint_last.pt").exists() and time.time() < deadline and proc.poll() is None:

@@ -286,3 +286,17 @@ def test_resuming_another_architecture_is_refused(work, trained, tmp_path, capsy
     _refused(capsys, "checkpoint has another lm_config", "train", "--task", "lm", f"space={work / 'space.yaml'}",
              f"subnet={other}", f"data={work / 'data'}", f"save_dir={trained}", *TRAIN, "max_updates=80")
     assert load_lm_checkpoint(trained / "checkpoint_last.pt")["update"] == 60
+
+
+def test_bf16_autocast_trains_with_fp32_weights_and_fp16_is_refused(work, trained, tmp_path, capsys):
+    run = tmp_path / "bf16"
+    assert _train(work, run, "max_updates=40", "amp=bf16") == 0
+    assert "amp bf16" in capsys.readouterr().err
+    bf16 = _logged(run, "valid")
+    assert [v["update"] for v in bf16] == [20, 40] and bf16[-1]["ppl"] < bf16[0]["ppl"] < 64  # 64: knowing nothing
+    ckpt = load_lm_checkpoint(run / "checkpoint_last.pt")
+    assert ckpt["config"]["amp"] == "bf16" and all(v.dtype == torch.float32 for v in ckpt["model"].values()
+                                                   if v.is_floating_point())
+    _refused(capsys, "amp", "train", "--task", "lm", f"space={work / 'space.yaml'}", f"subnet={work / 'arch.yml'}",
+             f"data={work / 'data'}", f"save_dir={tmp_path / 'fp16'}", *TRAIN, "amp=fp16")
+    assert not (tmp_path / "fp16").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -44,6 +45,8 @@ class LMTrainer:
         if dev == "cuda" and not torch.cuda.is_available():
             raise ConfigError("compute=cuda but CUDA is not available")
         self.device = torch.device(dev)
+        amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dev == "cuda" else "fp32")
+        self.amp_dtype = torch.bfloat16 if amp == "bf16" else None
         if cfg.num_threads:
             torch.set_num_threads(int(cfg.num_threads))
         self.space = load_lm_space(cfg.space)
@@ -145,7 +148,9 @@ class LMTrainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         x, y = self._next_batch()
-        loss = F.cross_entropy(self.model(x).float().flatten(0, 1), y.flatten())
+        with self._autocast():
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         loss.backward()
         gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)) if c.clip_norm else math.nan
         self.optimizer.step()
@@ -155,8 +160,13 @@ class LMTrainer:
 
     def validate(self) -> dict[str, float]:
         """Validation loss (nats per token) and perplexity."""
-        ppl = perplexity(self.model, self._valid_batches())
+        with self._autocast():
+            ppl = perplexity(self.model, self._valid_batches())
         return {"loss": math.log(ppl), "ppl": ppl}
+
+    def _autocast(self) -> Any:
+        """bf16 autocast (weights and optimizer state stay fp32), or nothing."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
 
     # ---- loop -------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
@@ -169,7 +179,7 @@ class LMTrainer:
         n = sum(p.numel() for p in self.model.parameters())
         print(f"hat train: decoder-only LM {self.arch.describe()}, {n / 1e6:.2f} M params, context {self.context}, "
               f"{self.train_blocks.num_tokens} train tokens in {len(self.train_blocks)} blocks, "
-              f"device {self.device}", file=sys.stderr)
+              f"device {self.device}, amp {'bf16' if self.amp_dtype else 'fp32'}", file=sys.stderr)
         if self.update >= c.max_updates:
             print(f"hat train: {self.save_dir} already reached max_updates={c.max_updates}", file=sys.stderr)
             return self._result(self.valid_history[-1] if self.valid_history else None)

@@ -13,7 +13,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from hat.errors import ConfigError
-from hat.train.config import CHECKS, _number, _of, check_schedule, check_values, merge_config, read_recipe
+from hat.train.config import (CHECKS, _choice, _number, _of, check_schedule, check_values, merge_config,
+                              read_recipe)
 
 LM_DEFAULTS: dict[str, Any] = {
     "task": "lm",
@@ -48,6 +49,7 @@ LM_DEFAULTS: dict[str, Any] = {
     "save_interval_minutes": None,
     "log_interval": 50,
     "compute": "auto",
+    "amp": "auto",  # auto | fp32 | bf16 ; auto = bf16 autocast on CUDA, fp32 on CPU
     "num_threads": None,
     "progress": True,
 }
@@ -55,7 +57,8 @@ LM_CHECKS = {**{k: v for k, v in CHECKS.items() if k in LM_DEFAULTS},
              "task": lambda v: None if v == "lm" else "must be lm (a translation recipe has no task key)",
              "subnet": _of(str, optional=True), "lang": _of(str, optional=True),
              "batch_size": _number(1, integer=True), "context": _number(2, integer=True, optional=True),
-             "max_valid_blocks": _number(1, integer=True, optional=True)}
+             "max_valid_blocks": _number(1, integer=True, optional=True),
+             "amp": _choice("auto", "fp32", "bf16")}  # fp16 would need a loss scaler: bf16 does not
 LM_PATHS = ("space", "data", "save_dir", "subnet")
 
 
