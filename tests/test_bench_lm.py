@@ -60,19 +60,6 @@ def test_the_baseline_is_the_strongest_design_within_both_latency_and_memory():
     assert front.strongest_within(100.0, 0.5, lat, mem, params) is None
 
 
-class _CostByParams:
-    """A stand-in lm-cost predictor: latency 1 ms per 1,000 decoder params, memory 1 byte per param."""
-
-    def check_space(self, space) -> None:
-        pass
-
-    def predict(self, cfgs):
-        return [lm_decoder_params(c) / 1000 for c in cfgs]
-
-    def predict_memory(self, cfgs):
-        return [float(lm_decoder_params(c)) for c in cfgs]
-
-
 def test_the_design_above_is_the_fastest_matching_every_objective_and_the_line_interpolates():
     lat, mem, params = [5.0, 9.0, 12.0, 9.0, 8.0], [1.0, 3.0, 2.0, 2.0, 9.0], [10, 30, 40, 30, 50]
     assert front.cheapest_matching(6.0, 1.5, 20, lat, mem, params) == 4  # 8 ms; 9 ms (index 1, 3) are slower
