@@ -14,8 +14,6 @@ ratio) is reported over the whole front; `--min-gain` keeps the members where th
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 import statistics
 import sys
@@ -24,6 +22,7 @@ from typing import Sequence
 
 from bench_lm import _budgets, _lm_predictor, _save, _seeds, hat_cli, train, uniform_configs
 from bench_ranking import spread_over_latency
+from hat.search.lm_front import read_lm_front
 from hat.space import LMConfig, LMSpace, lm_decoder_params, load_lm_space
 
 DESIGNS = ("below", "front", "above")
@@ -50,11 +49,6 @@ def on_the_line(x: float, x0: float, y0: float, x1: float, y1: float) -> float:
     return y0 if x1 == x0 else y0 + (x - x0) / (x1 - x0) * (y1 - y0)
 
 
-def read_front(path: Path) -> list[LMConfig]:
-    with open(path, newline="") as f:
-        return [LMConfig.from_dict(json.loads(row["config_json"]), source=str(path)) for row in csv.DictReader(f)]
-
-
 def part_front(a: argparse.Namespace) -> None:
     """Searched front members between the uniform designs below and above them, trained alike."""
     if not a.predictor:
@@ -66,7 +60,7 @@ def part_front(a: argparse.Namespace) -> None:
         front.parent.mkdir(parents=True, exist_ok=True)
         hat_cli(["search", "--task", "lm", "--space", a.space, "--predictor", a.predictor, "--out", str(front),
                  "--no-progress"], front.with_suffix(".out"))
-    members = read_front(front)
+    members = [c for c, _ in read_lm_front(front)]
     lat, mem = [float(x) for x in pred.predict(members)], [float(x) for x in pred.predict_memory(members)]
     dp = [lm_decoder_params(m) for m in members]
     uni = uniform_configs(space)

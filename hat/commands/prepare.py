@@ -225,9 +225,8 @@ def lm_vocabulary(path: str, lang: str) -> Vocabulary:
         from hat.data.dataset import read_meta  # noqa: PLC0415
         from hat.data.lm import lm_side  # noqa: PLC0415
 
-        lm_dir = read_meta(p).get("task") == "lm"
-        meta = read_meta(p, ("lang",) if lm_dir else ("src", "tgt"))
-        langs = (meta["lang"],) if lm_dir else (meta["src"], meta["tgt"])
+        meta = read_meta(p)  # lm_side checks its keys
+        langs = (meta.get("lang"),) if meta.get("task") == "lm" else (meta.get("src"), meta.get("tgt"))
         _, d = lm_side(p, lang if lang in langs else None)
         if not (p / "spm.model").is_file():
             raise DataError(f"{p / 'spm.model'}: SentencePiece model not found")

@@ -116,15 +116,15 @@ def build_from_splits(
                           vocab=vocab)
 
 
-def _vocabulary(out: Path, rd: str, train: Split | None, vocab_size: int, seed: int,
-                vocab: Vocabulary | None) -> dict:
-    """Train (or copy the reused) SentencePiece model into `out`; returns the stage parameters
-    the dictionaries and binaries depend on."""
+def spm_stage(out: Path, rd: str | dict, texts: Callable[[], list[str]], vocab_size: int, seed: int,
+              vocab: Vocabulary | None) -> dict:
+    """Train a SentencePiece model on `texts()` (or copy the reused one) into `out`; returns the
+    stage parameters the dictionaries and binaries depend on. Both `hat prepare` layouts use it."""
     spm_prefix, model = out / "spm", out / "spm.model"
     if vocab is None:
         params: dict = {"raw": rd, "vocab_size": vocab_size, "seed": seed}
         run_stage(out, "spm", params, [model, out / "spm.vocab"],
-                  lambda: train_spm(train.src + train.tgt, spm_prefix, vocab_size, seed=seed))
+                  lambda: train_spm(texts(), spm_prefix, vocab_size, seed=seed))
         pieces = load_spm(model).get_piece_size()
         if pieces < SHRUNK * vocab_size:
             log.warning("%s: SentencePiece learned only %d pieces of the %d requested (the training text is small); "
@@ -145,7 +145,7 @@ def build_from_raw(out: str | Path, src: str, tgt: str, *, vocab_size: int = 800
     data = {n: Split(read_lines(raw / f"{n}.{src}"), read_lines(raw / f"{n}.{tgt}"),
                      read_lines(raw / f"{n}.origin")) for n in names}
     train = data.get("train")
-    spm_params = _vocabulary(out, _raw_digest(raw, src, tgt), train, vocab_size, seed, vocab)
+    spm_params = spm_stage(out, _raw_digest(raw, src, tgt), lambda: train.src + train.tgt, vocab_size, seed, vocab)
     sp = load_spm(out / "spm.model")
     dict_paths = {src: out / f"dict.{src}.txt", tgt: out / f"dict.{tgt}.txt"}
 

@@ -20,11 +20,11 @@ from tqdm import tqdm
 
 from hat.data.dataset import BIN_DTYPE, write_indexed
 from hat.data.dictionary import Dictionary
-from hat.data.prepare import SHRUNK, Vocabulary, log, run_stage
+from hat.data.prepare import Vocabulary, log, run_stage, spm_stage
 from hat.data.text import read_lines, write_lines
-from hat.data.tokenizer import dictionary_from_spm, load_spm, train_spm
+from hat.data.tokenizer import dictionary_from_spm, load_spm
 from hat.errors import DataError
-from hat.files import atomic_write_bytes, atomic_write_text
+from hat.files import atomic_write_text
 
 LM_SPLITS = ("train", "valid", "test")
 
@@ -73,20 +73,8 @@ def prepare_mono(out: str | Path, text: str | Path, lang: str = "text", *, valid
             write_lines(raw / f"{name}.{lang}", part)
     run_stage(out, "raw", raw_params, [raw / f"{n}.{lang}" for n in splits], write_raw)
 
-    model = out / "spm.model"
-    if vocab is None:
-        spm_params: dict = {"raw": raw_params, "vocab_size": vocab_size, "seed": seed}
-        run_stage(out, "spm", spm_params, [model, out / "spm.vocab"],
-                  lambda: train_spm(splits["train"], out / "spm", vocab_size, seed=seed))
-    else:
-        spm_params = {"raw": raw_params, "vocab": vocab.digest()}
-        (out / "spm.vocab").unlink(missing_ok=True)
-        run_stage(out, "spm", spm_params, [model], lambda: atomic_write_bytes(model, vocab.spm_bytes))
-    sp = load_spm(model)
-    if vocab is None and sp.get_piece_size() < SHRUNK * vocab_size:
-        log.warning("%s: SentencePiece learned only %d pieces of the %d requested (the training text is small); "
-                    "pass --vocab-size %d to make this explicit", model, sp.get_piece_size(), vocab_size,
-                    sp.get_piece_size())
+    spm_params = spm_stage(out, raw_params, lambda: splits["train"], vocab_size, seed, vocab)
+    sp = load_spm(out / "spm.model")
     dict_path = out / f"dict.{lang}.txt"
     run_stage(out, "dict", spm_params, [dict_path], lambda: ((vocab.src_dict if vocab else None) or dictionary_from_spm(
         sp, tqdm(splits["train"], desc="count pieces", unit="line", disable=None, leave=False))).save(dict_path))

@@ -30,9 +30,9 @@ def best_member(result: LMSearchResult) -> int:
     return max(result.front, key=lambda i: (result.evaluated[i].decoder_params, -result.evaluated[i].latency_ms))
 
 
-def read_lm_front_row(path: str | Path, row: int) -> tuple[LMConfig, dict[str, str]]:
-    """Row `row` (1 = the fastest) of a front CSV `write_lm_front_csv` wrote: its config and its
-    columns; errors name the file."""
+def read_lm_front(path: str | Path) -> list[tuple[LMConfig, dict[str, str]]]:
+    """Every row of a front CSV `write_lm_front_csv` wrote, fastest first: its config and its
+    columns; errors name the file and the row (1 = the fastest)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
@@ -41,15 +41,24 @@ def read_lm_front_row(path: str | Path, row: int) -> tuple[LMConfig, dict[str, s
         if "config_json" not in (reader.fieldnames or []):
             raise ConfigError(f"{path}: not an LM front CSV (no config_json column; `hat search --task lm` writes one)")
         rows = list(reader)
+    out = []
+    for row, cols in enumerate(rows, 1):
+        try:
+            data = json.loads(cols["config_json"])
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: row {row}: config_json is not JSON ({e})") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: row {row}: config_json is not a config")
+        out.append((LMConfig.from_dict(data, source=f"{path} row {row}"), cols))
+    return out
+
+
+def read_lm_front_row(path: str | Path, row: int) -> tuple[LMConfig, dict[str, str]]:
+    """Row `row` (1 = the fastest) of a front CSV: its config and its columns."""
+    rows = read_lm_front(path)
     if not 1 <= row <= len(rows):
         raise ConfigError(f"{path}: --row {row} is out of range (the front has {len(rows)} rows, 1 = the fastest)")
-    try:
-        data = json.loads(rows[row - 1]["config_json"])
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: row {row}: config_json is not JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: row {row}: config_json is not a config")
-    return LMConfig.from_dict(data, source=f"{path} row {row}"), rows[row - 1]
+    return rows[row - 1]
 
 
 def plot_lm_front(path: str | Path, result: LMSearchResult, title: str = "") -> None:
