@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import random
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,6 +27,7 @@ from hat.files import atomic_write_text, remove_stale_temps, save_torch
 from hat.model.lm import LMArgs, StandaloneLM, perplexity
 from hat.model.lm_checkpoint import FORMAT, FORMAT_VERSION, load_lm_checkpoint
 from hat.space.lm import load_lm_config, load_lm_space
+from hat.train.compute import AMP_DTYPES, autocast, resolve_compute
 from hat.train.log import TrainLog
 from hat.train.loop import run_updates
 from hat.train.optim import LRSchedule, build_optimizer
@@ -41,14 +41,8 @@ class LMTrainer:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
-        dev = cfg.compute if cfg.compute != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        if dev == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("compute=cuda but CUDA is not available")
-        self.device = torch.device(dev)
-        amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dev == "cuda" else "fp32")
-        self.amp_dtype = torch.bfloat16 if amp == "bf16" else None
-        if cfg.num_threads:
-            torch.set_num_threads(int(cfg.num_threads))
+        dev, amp = resolve_compute(cfg)
+        self.device, self.amp_dtype = torch.device(dev), AMP_DTYPES[amp]  # amp: fp32 or bf16 (lm_config)
         self.space = load_lm_space(cfg.space)
         self.arch = self.space.validate(load_lm_config(cfg.subnet), source=str(cfg.subnet))
         self.context = int(cfg.context or self.space.max_positions)
@@ -165,8 +159,7 @@ class LMTrainer:
         return {"loss": math.log(ppl), "ppl": ppl}
 
     def _autocast(self) -> Any:
-        """bf16 autocast (weights and optimizer state stay fp32), or nothing."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        return autocast(self.device, self.amp_dtype)
 
     # ---- loop -------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import hashlib
 import math
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from hat.model import SuperTransformer
 from hat.model.checkpoint import FORMAT, FORMAT_VERSION, check_compatible, load_checkpoint
 from hat.space import describe, load_space, load_subconfig
 from hat.train import distributed as D
+from hat.train.compute import AMP_DTYPES, autocast, resolve_compute
 from hat.train.config import model_args
 from hat.train.distill import Teacher
 from hat.train.log import TrainLog
@@ -45,15 +45,10 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
-        dev = cfg.compute if cfg.compute != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        if dev == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("compute=cuda but CUDA is not available")
+        dev, amp = resolve_compute(cfg)
         self.env = D.init_distributed(dev)
         self.device = torch.device(f"cuda:{self.env.local_rank}" if dev == "cuda" else "cpu")
-        if cfg.num_threads:
-            torch.set_num_threads(int(cfg.num_threads))
-        amp = cfg.amp if cfg.amp != "auto" else ("bf16" if dev == "cuda" else "fp32")
-        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        self.amp_dtype = AMP_DTYPES[amp]
         self.scaler = torch.amp.GradScaler(dev, enabled=amp == "fp16")
 
         self.space = load_space(cfg.space)
@@ -194,9 +189,7 @@ class Trainer:
         return sample
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     # ---- one update -------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
