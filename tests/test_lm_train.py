@@ -236,6 +236,11 @@ def test_onnx_export_matches_torch_for_prefill_and_cached_steps(trained, tmp_pat
     assert worst < 1e-4 and got_cache[0].shape == (2, 13, 32)
     with pytest.raises(HatError, match="17 tokens do not fit the context of 16 positions"):
         ort.extend(prompt[:, :4].numpy(), got_cache)
+    # the export carries the vocabulary: new text prepared with it binarizes as the model was trained
+    assert main(["prepare", "mono", "--input", str(trained.parent / "text.txt"), "--lang", "en", "--spm-model",
+                 str(out), "--out", str(tmp_path / "again")]) == 0
+    assert Dictionary.load(tmp_path / "again" / "dict.en.txt").symbols == load_lm_checkpoint(
+        trained / "checkpoint_last.pt")["vocabulary"]["symbols"]
 
 
 # ---------------------------------------------------------------------------------------- refusals
